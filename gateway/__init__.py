@@ -1,0 +1,2 @@
+"""The SME-MET Edge gateway: ingest, verification, durable outbox, processing
+chains and routes to partners."""

@@ -1,0 +1,198 @@
+"""COSE_Mac0 frames (RFC 9052 §6.2) with HMAC 256/64 (alg 4), as SPEC.md §2.
+
+A frame is ``17([protected, unprotected, payload, tag])``.  The protected
+header is the deterministic CBOR map ``{1: 4, 3: content_type, 4: kid,
+6: partial_iv}``; the tag is the first 8 bytes of HMAC-SHA-256 over
+``["MAC0", protected, h'', payload]``.  Verification always uses the bytes as
+received, never a re-encoding.
+"""
+
+from . import cbor
+from .errors import BadMac, MalformedFrame, Oversize, UnsupportedAlgorithm
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(value):
+        return value
+
+
+try:  # CPython: the C implementations
+    import hmac as _hmac
+
+    _hmac.digest  # micropython-lib's hmac has no one-shot digest: use ours
+
+    def hmac_sha256(key, message):
+        return _hmac.digest(key, message, "sha256")
+
+    def digest_equal(a, b):
+        return _hmac.compare_digest(a, b)
+
+except (ImportError, AttributeError):  # MicroPython: HMAC (RFC 2104) on hashlib.sha256
+    import hashlib
+
+    def hmac_sha256(key, message):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        inner = bytearray(64)
+        outer = bytearray(64)
+        for i in range(64):
+            k = key[i] if i < len(key) else 0
+            inner[i] = k ^ 0x36
+            outer[i] = k ^ 0x5C
+        h = hashlib.sha256(inner)
+        h.update(message)
+        h2 = hashlib.sha256(outer)
+        h2.update(h.digest())
+        return h2.digest()
+
+    def digest_equal(a, b):
+        """Compare in time independent of where the bytes differ."""
+        if len(a) != len(b):
+            return False
+        diff = 0
+        for i in range(len(a)):
+            diff |= a[i] ^ b[i]
+        return diff == 0
+
+
+TAG_MAC0 = const(17)
+ALG_HMAC_256_64 = const(4)
+MAC_LEN = const(8)
+MAX_FRAME = const(1024)  # bytes of the whole tagged frame, before COBS
+MAX_KID = const(32)
+MAX_SEQ = const(0xFFFFFFFFFF)  # 40 bits: a Partial IV is at most 5 bytes
+
+# Header labels (RFC 9052 §3.1) and our private unprotected label.
+H_ALG = const(1)
+H_CRIT = const(2)
+H_CONTENT_TYPE = const(3)
+H_KID = const(4)
+H_PARTIAL_IV = const(6)
+H_AGE_MS = const(-65537)  # unprotected: ms since the frame was built (SPEC §4.4)
+
+_MAC0_CONTEXT = b"\x84\x64MAC0"  # array(4), "MAC0"
+
+
+def partial_iv(seq):
+    """Minimal big-endian bytes of a sequence number (0 is one zero byte)."""
+    if seq < 0 or seq > MAX_SEQ:
+        raise ValueError("sequence number out of range")
+    length = 1
+    while seq >> (8 * length):
+        length += 1
+    return seq.to_bytes(length, "big")
+
+
+def protected_header(kid, seq, content_type):
+    out = bytearray()
+    cbor.write_head(out, 5, 4)
+    out.append(H_ALG)
+    out.append(ALG_HMAC_256_64)
+    out.append(H_CONTENT_TYPE)
+    cbor.write_int(out, content_type)
+    out.append(H_KID)
+    cbor.write_bytes(out, kid)
+    out.append(H_PARTIAL_IV)
+    cbor.write_bytes(out, partial_iv(seq))
+    return bytes(out)
+
+
+def mac_structure(protected, payload):
+    """The MAC_structure of RFC 9052 §6.3 with empty external AAD."""
+    out = bytearray(_MAC0_CONTEXT)
+    cbor.write_bytes(out, protected)
+    out.append(0x40)  # external_aad: h''
+    cbor.write_bytes(out, payload)
+    return out
+
+
+def compute_tag(key, protected, payload):
+    return hmac_sha256(key, mac_structure(protected, payload))[:MAC_LEN]
+
+
+def assemble(protected, payload, tag, age_ms=None):
+    """Serialise a frame from its parts; ``age_ms`` goes unprotected."""
+    out = bytearray(b"\xd1\x84")  # tag 17, array(4)
+    cbor.write_bytes(out, protected)
+    if age_ms is None:
+        out.append(0xA0)
+    else:
+        out.append(0xA1)
+        cbor.write_int(out, H_AGE_MS)
+        cbor.write_int(out, age_ms)
+    cbor.write_bytes(out, payload)
+    cbor.write_bytes(out, tag)
+    if len(out) > MAX_FRAME:
+        raise ValueError("frame of %d bytes exceeds %d" % (len(out), MAX_FRAME))
+    return bytes(out)
+
+
+def create(key, kid, seq, content_type, payload, age_ms=None):
+    """A complete, MAC'd frame."""
+    protected = protected_header(kid, seq, content_type)
+    return assemble(protected, payload, compute_tag(key, protected, payload), age_ms)
+
+
+class Mac0:
+    """A parsed (not yet verified) frame."""
+
+    def __init__(self, protected, unprotected, payload, tag, kid, seq, content_type):
+        self.protected = protected
+        self.unprotected = unprotected
+        self.payload = payload
+        self.tag = tag
+        self.kid = kid
+        self.seq = seq
+        self.content_type = content_type
+
+    @property
+    def age_ms(self):
+        age = self.unprotected.get(H_AGE_MS)
+        return age if isinstance(age, int) and age >= 0 else None
+
+    def verify(self, key):
+        """Raise BadMac unless the tag is right for ``key``."""
+        if not digest_equal(compute_tag(key, self.protected, self.payload), self.tag):
+            raise BadMac("MAC does not verify with this node's key")
+
+
+def parse(frame):
+    """Check a frame's structure and headers; raises a ProtocolError."""
+    if len(frame) > MAX_FRAME:
+        raise Oversize("frame of %d bytes exceeds the %d-byte limit" % (len(frame), MAX_FRAME))
+    item = cbor.decode(frame)
+    if not isinstance(item, cbor.Tag) or item.tag != TAG_MAC0:
+        raise MalformedFrame("not a tagged COSE_Mac0 (CBOR tag 17)")
+    parts = item.value
+    if not isinstance(parts, list) or len(parts) != 4:
+        raise MalformedFrame("COSE_Mac0 must be an array of 4 items")
+    protected, unprotected, payload, tag = parts
+    if not isinstance(protected, bytes) or not isinstance(unprotected, dict):
+        raise MalformedFrame("COSE_Mac0 headers must be a bstr and a map")
+    if not isinstance(payload, bytes):
+        raise MalformedFrame("COSE_Mac0 payload must be attached (bstr)")
+    header = cbor.decode(protected) if protected else {}
+    if not isinstance(header, dict):
+        raise MalformedFrame("protected header is not a map")
+    for label in unprotected:
+        if label in header:
+            raise MalformedFrame("header label %r is both protected and unprotected" % (label,))
+    if H_CRIT in header:
+        raise MalformedFrame("critical header parameters are not supported")
+    alg = header.get(H_ALG)
+    if alg != ALG_HMAC_256_64:
+        raise UnsupportedAlgorithm("algorithm %r is not HMAC 256/64 (4)" % (alg,))
+    if not isinstance(tag, bytes) or len(tag) != MAC_LEN:
+        raise MalformedFrame("MAC tag must be %d bytes" % MAC_LEN)
+    kid = header.get(H_KID)
+    if not isinstance(kid, bytes) or not 1 <= len(kid) <= MAX_KID:
+        raise MalformedFrame("kid (node id) missing or not 1..%d bytes" % MAX_KID)
+    piv = header.get(H_PARTIAL_IV)
+    if not isinstance(piv, bytes) or not 1 <= len(piv) <= 5 or (len(piv) > 1 and piv[0] == 0):
+        raise MalformedFrame("Partial IV missing or not a minimal 1..5 byte sequence number")
+    content_type = header.get(H_CONTENT_TYPE)
+    if not isinstance(content_type, int) or content_type < 0:
+        raise MalformedFrame("content type missing or not an unsigned integer")
+    return Mac0(protected, unprotected, payload, tag, kid, int.from_bytes(piv, "big"), content_type)

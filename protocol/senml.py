@@ -1,0 +1,344 @@
+"""SenML packs in CBOR (RFC 8428 §6), as SPEC.md §3 profiles them.
+
+``PackBuilder`` is the node side: it writes records straight into CBOR with
+the labels in deterministic order, no dicts per record.  ``resolve`` is the
+gateway side: it turns a decoded pack into resolved records (RFC 8428 §4.6)
+with absolute times, rejecting what SPEC.md says must be rejected.
+"""
+
+import struct
+
+from . import cbor
+from .errors import InvalidSenML, MustUnderstand
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(value):
+        return value
+
+
+# RFC 8428 §6 integer labels.  Ascending encoded order of map keys is
+# 0..7 (major type 0), then -1..-6 (major type 1), then text keys.
+BVER = const(-1)
+BN = const(-2)
+BT = const(-3)
+BU = const(-4)
+BV = const(-5)
+BS = const(-6)
+N = const(0)
+U = const(1)
+V = const(2)
+VS = const(3)
+VB = const(4)
+S = const(5)
+T = const(6)
+UT = const(7)
+VD = const(8)
+Q = "q"  # SME-MET quality label: not must-understand, so plain SenML readers may ignore it
+
+SENML_VERSION = const(10)
+RELATIVE_LIMIT = const(268435456)  # 2**28: smaller times are relative to "now"
+_TIME_QUANTUM = const(1024)  # offsets are whole multiples of 2**-10 s
+_INF = float("inf")
+
+QUALITY_GOOD = "good"
+QUALITY_UNCERTAIN = "uncertain"
+QUALITY_BAD = "bad"
+
+
+def to_single(x):
+    """``x`` rounded to binary32, the precision of a node's readings."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def _finite(x):
+    return x is not None and x == x and x != _INF and x != -_INF
+
+
+def _write_time(out, seconds):
+    """Integral times as CBOR integers (shortest), others as floats."""
+    if seconds == int(seconds):
+        cbor.write_int(out, int(seconds))
+    else:
+        cbor.write_float(out, seconds)
+
+
+class PackBuilder:
+    """Builds one SenML pack from readings.
+
+    Times are integer milliseconds: Unix-epoch ms once the node's clock is
+    synchronised, otherwise the node's monotonic clock (then the pack uses
+    SenML relative time).  ``add`` keeps readings; ``encode`` writes the pack
+    and resets the builder for the next one.
+    """
+
+    def __init__(self, max_records=64):
+        self.max_records = max_records
+        self.names = []
+        self.units = []
+        self.values = []
+        self.times = []
+        self.qualities = []
+
+    def __len__(self):
+        return len(self.values)
+
+    def add(self, name, unit, value, time_ms, quality=None):
+        """A reading.  ``value`` None with ``quality`` set is a fault (the
+        sensor gave no value, ``quality`` says why); a value with
+        ``quality`` set is uncertain for that reason."""
+        if len(self.values) >= self.max_records:
+            raise ValueError("pack is full")
+        self.names.append(name)
+        self.units.append(unit)
+        self.values.append(value)
+        self.times.append(time_ms)
+        self.qualities.append(quality)
+
+    def add_text(self, name, text, time_ms):
+        """A string-valued record (status packs: firmware version, reset
+        cause).  In a data pack a string value means a fault."""
+        self.add(name, None, None, time_ms, text)
+
+    def clear(self):
+        self.names.clear()
+        self.units.clear()
+        self.values.clear()
+        self.times.clear()
+        self.qualities.clear()
+
+    def encode(self, now_ms, synced):
+        """The CBOR pack.  ``now_ms`` is when the frame is built (same clock
+        as the readings); with ``synced`` False, times are written relative
+        to it and the gateway resolves them (SPEC.md §3.4)."""
+        count = len(self.values)
+        if not count:
+            raise ValueError("empty pack")
+        first = min(self.times)
+        if synced:
+            base_s = first // 1000
+        else:
+            base_s = -((now_ms - first + 999) // 1000)  # whole seconds, <= 0
+            first = now_ms  # offsets below are from "now"
+        base_ms = (first if not synced else 0) + base_s * 1000
+        single_name = self.names[0]
+        for name in self.names:
+            if name != single_name:
+                single_name = None
+                break
+        # Base unit: the commonest unit (ties: the smallest, so every
+        # implementation picks the same), unless a record has no unit and
+        # would wrongly inherit it.
+        unit_counts = {}
+        for unit in self.units:
+            unit_counts[unit] = unit_counts.get(unit, 0) + 1
+        base_unit = None
+        if None not in unit_counts:
+            for unit in unit_counts:
+                if base_unit is None or (unit_counts[unit], base_unit) > (unit_counts[base_unit], unit):
+                    base_unit = unit
+        # One channel: a base value makes the others small deltas, which
+        # binary16 usually holds exactly (the sum is exact in binary64).
+        base_value = None
+        if single_name is not None:
+            for value in self.values:
+                if _finite(value):
+                    base_value = to_single(value)
+                    break
+            for value in self.values:  # the gateway's bv + v must give back the reading
+                if _finite(value) and (to_single(value) - base_value) + base_value != to_single(value):
+                    base_value = None
+                    break
+
+        out = bytearray()
+        cbor.write_head(out, 4, count)
+        for i in range(count):
+            name = self.names[i]
+            unit = self.units[i]
+            value = self.values[i]
+            quality = self.qualities[i]
+            offset = (self.times[i] - base_ms) * _TIME_QUANTUM // 1000 / _TIME_QUANTUM
+            header = i == 0
+            fields = 1  # the value (v or vs)
+            if single_name is None:
+                fields += 1
+            if unit is not None and unit != base_unit:
+                fields += 1
+            if offset:
+                fields += 1
+            if header:
+                fields += 1  # bt
+                if single_name is not None:
+                    fields += 1
+                if base_unit:
+                    fields += 1
+                if base_value is not None:
+                    fields += 1
+            if quality is not None and value is not None:
+                fields += 1
+            cbor.write_head(out, 5, fields)
+            if single_name is None:
+                out.append(N)
+                cbor.write_text(out, name)
+            if unit is not None and unit != base_unit:
+                out.append(U)
+                cbor.write_text(out, unit)
+            if value is None:
+                out.append(VS)
+                cbor.write_text(out, quality or "fault")
+            else:
+                out.append(V)
+                value = to_single(value)
+                cbor.write_float(out, value - base_value if base_value is not None else value)
+            if offset:
+                out.append(T)
+                _write_time(out, offset)
+            if header:
+                if single_name is not None:
+                    cbor.write_int(out, BN)
+                    cbor.write_text(out, single_name)
+                cbor.write_int(out, BT)
+                cbor.write_int(out, base_s)
+                if base_unit:
+                    cbor.write_int(out, BU)
+                    cbor.write_text(out, base_unit)
+                if base_value is not None:
+                    cbor.write_int(out, BV)
+                    cbor.write_float(out, base_value)
+            if quality is not None and value is not None:
+                cbor.write_text(out, Q)
+                cbor.write_text(out, quality)
+        self.clear()
+        return bytes(out)
+
+
+class Record:
+    """A resolved SenML record: absolute name and time, unit, value."""
+
+    def __init__(self, name, unit, value, time, quality=QUALITY_GOOD, reason=None):
+        self.name = name
+        self.unit = unit
+        self.value = value
+        self.time = time
+        self.quality = quality
+        self.reason = reason
+
+    def as_dict(self):
+        out = {"name": self.name, "unit": self.unit, "value": self.value, "time": self.time}
+        if self.quality != QUALITY_GOOD:
+            out["quality"] = self.quality
+            out["reason"] = self.reason
+        return out
+
+    def __repr__(self):
+        return "Record(%r)" % (self.as_dict(),)
+
+
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-:./_"
+_KNOWN_LABELS = (BVER, BN, BT, BU, BV, BS, N, U, V, VS, VB, S, T, UT, VD, Q)
+
+
+def _is_number(x):
+    return (isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, float)
+
+
+def _check_name(name):
+    if not name or name[0] not in _NAME_CHARS[:62]:
+        raise InvalidSenML("record name %r must start with a letter or digit" % (name,))
+    for ch in name:
+        if ch not in _NAME_CHARS:
+            raise InvalidSenML("record name %r has a character SenML does not allow" % (name,))
+
+
+def resolve(pack, reference_time, faults=True):
+    """Resolved records of a decoded SenML-CBOR pack.
+
+    ``reference_time`` (Unix seconds) is "now" for relative times: the time
+    the frame was built as the gateway reckons it.  With ``faults`` (data
+    packs) a string value on a record is a sensor fault state (SPEC.md §3.5);
+    status packs carry ordinary string values.
+    """
+    if not isinstance(pack, list):
+        raise InvalidSenML("SenML pack must be an array of records")
+    if not pack:
+        raise InvalidSenML("SenML pack is empty")
+    records = []
+    bn = ""
+    bt = 0
+    bu = None
+    bv = 0
+    for entry in pack:
+        if not isinstance(entry, dict):
+            raise InvalidSenML("SenML record must be a map")
+        for label in entry:
+            if label not in _KNOWN_LABELS:
+                if isinstance(label, str) and label.endswith("_"):
+                    raise MustUnderstand("record has must-understand label %r this gateway does not know" % (label,))
+                if not isinstance(label, (int, str)):
+                    raise InvalidSenML("SenML label %r is neither integer nor text" % (label,))
+        version = entry.get(BVER, SENML_VERSION)
+        if not isinstance(version, int) or version > SENML_VERSION:
+            raise MustUnderstand("SenML version %r is newer than %d" % (version, SENML_VERSION))
+        if BN in entry:
+            bn = entry[BN]
+            if not isinstance(bn, str):
+                raise InvalidSenML("base name must be text")
+        if BT in entry:
+            bt = entry[BT]
+            if not _is_number(bt) or not _finite(bt):
+                raise InvalidSenML("base time must be a finite number")
+        if BU in entry:
+            bu = entry[BU]
+            if not isinstance(bu, str):
+                raise InvalidSenML("base unit must be text")
+        if BV in entry:
+            bv = entry[BV]
+            if not _is_number(bv):
+                raise InvalidSenML("base value must be a number")
+        name = entry.get(N, "")
+        if not isinstance(name, str):
+            raise InvalidSenML("name must be text")
+        name = bn + name
+        _check_name(name)
+        unit = entry.get(U, bu)
+        if unit is not None and not isinstance(unit, str):
+            raise InvalidSenML("unit must be text")
+        t = entry.get(T, 0)
+        if not _is_number(t) or not _finite(t):
+            raise InvalidSenML("time must be a finite number")
+        time = bt + t
+        if time < RELATIVE_LIMIT:
+            time = reference_time + time
+        present = [label for label in (V, VS, VB, VD, S) if label in entry]
+        if len(present) != 1:
+            raise InvalidSenML("record %r must carry exactly one value" % (name,))
+        label = present[0]
+        value = entry[label]
+        quality = QUALITY_GOOD
+        reason = None
+        if label == V or label == S:
+            if not _is_number(value):
+                raise InvalidSenML("numeric value of %r is not a number" % (name,))
+            value = bv + value
+            if not _finite(value):
+                value, quality, reason = None, QUALITY_BAD, "non-finite"
+            elif Q in entry:
+                reason = entry[Q]
+                if not isinstance(reason, str):
+                    raise InvalidSenML("quality of %r must be text" % (name,))
+                quality = QUALITY_UNCERTAIN
+        elif label == VS:
+            if not isinstance(value, str):
+                raise InvalidSenML("string value of %r is not text" % (name,))
+            if faults:
+                value, quality, reason = None, QUALITY_BAD, value
+                unit = None
+        elif label == VB:
+            if not isinstance(value, bool):
+                raise InvalidSenML("boolean value of %r is not a boolean" % (name,))
+        elif not isinstance(value, bytes):
+            raise InvalidSenML("data value of %r is not a byte string" % (name,))
+        records.append(Record(name, unit, value, time, quality, reason))
+    return records

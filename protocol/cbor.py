@@ -25,7 +25,6 @@ except ImportError:  # CPython
 
 _MAX_DEPTH = const(16)
 
-_INF = float("inf")
 _NAN_BYTES = b"\xf9\x7e\x00"
 _INF_BYTES = b"\xf9\x7c\x00"
 _NINF_BYTES = b"\xf9\xfc\x00"
@@ -87,48 +86,79 @@ def write_text(out, s):
     out.extend(b)
 
 
-def _half_bits(single_bits):
-    """binary16 bits for a binary32 value, or None when binary16 cannot hold
-    it exactly.  (MicroPython's struct has no 'e' format.)"""
-    sign = (single_bits >> 16) & 0x8000
-    exp = (single_bits >> 23) & 0xFF
-    mant = single_bits & 0x7FFFFF
-    if exp == 0:
-        return sign if mant == 0 else None  # binary32 subnormals are far below binary16
-    e = exp - 127
-    if -14 <= e <= 15:
-        if mant & 0x1FFF:
-            return None
-        return sign | ((e + 15) << 10) | (mant >> 13)
-    if -24 <= e < -14:  # binary16 subnormal: k * 2**-24
-        full = mant | 0x800000
-        shift = 13 + (-14 - e)
-        if full & ((1 << shift) - 1):
-            return None
-        return sign | (full >> shift)
-    return None
+_FLOAT_BUF = bytearray(8)  # reused: encoding a float allocates nothing
+
+
+def _mantissa_bits(buf):
+    """Significant bits of a binary64's 52-bit fraction (52 minus its
+    trailing zero bits), read byte by byte so no big integer is made."""
+    zeros = 0
+    for i in range(7, 1, -1):
+        b = buf[i]
+        if b:
+            while not b & 1:
+                b >>= 1
+                zeros += 1
+            return 52 - zeros
+        zeros += 8
+    b = buf[1] & 0x0F
+    if not b:
+        return 0
+    while not b & 1:
+        b >>= 1
+        zeros += 1
+    return 52 - zeros
 
 
 def write_float(out, x):
-    """Shortest exact float encoding; NaN and infinities as binary16."""
-    if x != x:
-        out.extend(_NAN_BYTES)
-        return
-    if x == _INF or x == -_INF:
-        out.extend(_INF_BYTES if x > 0 else _NINF_BYTES)
-        return
-    single = struct.pack(">f", x) if -3.4028234663852886e38 <= x <= 3.4028234663852886e38 else None
-    if single is not None and struct.unpack(">f", single)[0] == x:
-        half = _half_bits(int.from_bytes(single, "big"))
-        if half is not None:
-            out.append(0xF9)
-            out.extend(half.to_bytes(2, "big"))
+    """Shortest exact float encoding (binary16, 32 or 64); NaN and the
+    infinities as binary16.  Works on the binary64 bits of ``x`` so boards
+    with single-precision floats and the unix port encode alike."""
+    buf = _FLOAT_BUF
+    struct.pack_into(">d", buf, 0, x)
+    sign = buf[0] & 0x80
+    biased = ((buf[0] & 0x7F) << 4) | (buf[1] >> 4)
+    if biased == 0x7FF:  # NaN or infinity
+        if x != x:
+            out.extend(_NAN_BYTES)
         else:
-            out.append(0xFA)
-            out.extend(single)
+            out.extend(_NINF_BYTES if sign else _INF_BYTES)
+        return
+    sig = _mantissa_bits(buf)
+    if biased == 0:
+        if sig == 0:  # signed zero
+            out.append(0xF9)
+            out.append(sign)
+            out.append(0)
+            return
+        e = -2000  # binary64 subnormal: only binary64 holds it
+    else:
+        e = biased - 1023
+    if -24 <= e <= 15 and e - sig >= -24 and (e < -14 or sig <= 10):
+        top = ((buf[1] & 0x0F) << 6) | (buf[2] >> 2)  # the fraction's top 10 bits
+        if e >= -14:
+            half = ((e + 15) << 10) | top
+        else:
+            half = (1024 | top) >> (-14 - e)
+        out.append(0xF9)
+        out.append(sign | (half >> 8))
+        out.append(half & 0xFF)
+        return
+    if -149 <= e <= 127 and e - sig >= -149 and (e < -126 or sig <= 23):
+        top = ((buf[1] & 0x0F) << 19) | (buf[2] << 11) | (buf[3] << 3) | (buf[4] >> 5)  # 23 bits
+        if e >= -126:
+            exponent = e + 127
+        else:
+            exponent = 0
+            top = (0x800000 | top) >> (-126 - e)
+        out.append(0xFA)
+        out.append(sign | (exponent >> 1))
+        out.append(((exponent & 1) << 7) | (top >> 16))
+        out.append((top >> 8) & 0xFF)
+        out.append(top & 0xFF)
         return
     out.append(0xFB)
-    out.extend(struct.pack(">d", x))
+    out.extend(buf)
 
 
 def _write(out, obj, depth):

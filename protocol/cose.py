@@ -23,8 +23,14 @@ try:  # CPython: the C implementations
 
     _hmac.digest  # micropython-lib's hmac has no one-shot digest: use ours
 
-    def hmac_sha256(key, message):
-        return _hmac.digest(key, message, "sha256")
+    def hmac_sha256(key, *parts):
+        """HMAC-SHA-256 over the concatenation of ``parts``."""
+        if len(parts) == 1:
+            return _hmac.digest(key, parts[0], "sha256")
+        mac = _hmac.new(key, digestmod="sha256")
+        for part in parts:
+            mac.update(part)
+        return mac.digest()
 
     def digest_equal(a, b):
         return _hmac.compare_digest(a, b)
@@ -32,20 +38,24 @@ try:  # CPython: the C implementations
 except (ImportError, AttributeError):  # MicroPython: HMAC (RFC 2104) on hashlib.sha256
     import hashlib
 
-    def hmac_sha256(key, message):
+    _PAD = bytearray(64)  # reused for the inner and outer key pads
+
+    def _keyed(key, xor):
+        for i in range(64):
+            _PAD[i] = (key[i] if i < len(key) else 0) ^ xor
+        return hashlib.sha256(_PAD)
+
+    def hmac_sha256(key, *parts):
+        """HMAC-SHA-256 over the concatenation of ``parts``, streamed so the
+        message is never copied into one buffer."""
         if len(key) > 64:
             key = hashlib.sha256(key).digest()
-        inner = bytearray(64)
-        outer = bytearray(64)
-        for i in range(64):
-            k = key[i] if i < len(key) else 0
-            inner[i] = k ^ 0x36
-            outer[i] = k ^ 0x5C
-        h = hashlib.sha256(inner)
-        h.update(message)
-        h2 = hashlib.sha256(outer)
-        h2.update(h.digest())
-        return h2.digest()
+        inner = _keyed(key, 0x36)
+        for part in parts:
+            inner.update(part)
+        outer = _keyed(key, 0x5C)
+        outer.update(inner.digest())
+        return outer.digest()
 
     def digest_equal(a, b):
         """Compare in time independent of where the bytes differ."""
@@ -99,17 +109,23 @@ def protected_header(kid, seq, content_type):
     return bytes(out)
 
 
-def mac_structure(protected, payload):
-    """The MAC_structure of RFC 9052 §6.3 with empty external AAD."""
+def _mac_prefix(protected, payload):
+    """MAC_structure of RFC 9052 §6.3 (empty external AAD) up to the payload
+    bytes, which are hashed in place rather than copied after it."""
     out = bytearray(_MAC0_CONTEXT)
     cbor.write_bytes(out, protected)
     out.append(0x40)  # external_aad: h''
-    cbor.write_bytes(out, payload)
+    cbor.write_head(out, 2, len(payload))
     return out
 
 
+def mac_structure(protected, payload):
+    """The whole MAC_structure (for tools and tests)."""
+    return _mac_prefix(protected, payload) + payload
+
+
 def compute_tag(key, protected, payload):
-    return hmac_sha256(key, mac_structure(protected, payload))[:MAC_LEN]
+    return hmac_sha256(key, _mac_prefix(protected, payload), payload)[:MAC_LEN]
 
 
 def assemble(protected, payload, tag, age_ms=None):

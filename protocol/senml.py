@@ -48,25 +48,25 @@ QUALITY_UNCERTAIN = "uncertain"
 QUALITY_BAD = "bad"
 
 
+_SINGLE_BUF = bytearray(4)
+_FLOATS_ARE_SINGLE = (1.0 + 2.0**-30) == 1.0  # boards: MicroPython float is binary32
+
+
 def to_single(x):
     """``x`` rounded to binary32, the precision of a node's readings."""
-    return struct.unpack("<f", struct.pack("<f", x))[0]
+    if _FLOATS_ARE_SINGLE:
+        return x
+    struct.pack_into("<f", _SINGLE_BUF, 0, x)
+    return struct.unpack_from("<f", _SINGLE_BUF, 0)[0]
 
 
 def _finite(x):
     return x is not None and x == x and x != _INF and x != -_INF
 
 
-def _write_time(out, seconds):
-    """Integral times as CBOR integers (shortest), others as floats."""
-    if seconds == int(seconds):
-        cbor.write_int(out, int(seconds))
-    else:
-        cbor.write_float(out, seconds)
-
-
 class PackBuilder:
-    """Builds one SenML pack from readings.
+    """Builds one SenML pack from readings, allocating little: the output
+    buffer and the reading lists are reused from frame to frame.
 
     Times are integer milliseconds: Unix-epoch ms once the node's clock is
     synchronised, otherwise the node's monotonic clock (then the pack uses
@@ -81,6 +81,7 @@ class PackBuilder:
         self.values = []
         self.times = []
         self.qualities = []
+        self._out = bytearray(16 * max_records)
 
     def __len__(self):
         return len(self.values)
@@ -93,7 +94,7 @@ class PackBuilder:
             raise ValueError("pack is full")
         self.names.append(name)
         self.units.append(unit)
-        self.values.append(value)
+        self.values.append(None if value is None else to_single(value))
         self.times.append(time_ms)
         self.qualities.append(quality)
 
@@ -109,6 +110,40 @@ class PackBuilder:
         self.times.clear()
         self.qualities.clear()
 
+    def _base_unit(self):
+        """The commonest unit (ties: the smallest, so every implementation
+        picks the same); None when a record has no unit and would wrongly
+        inherit it."""
+        units = self.units
+        best = None
+        best_count = 0
+        for i in range(len(units)):
+            unit = units[i]
+            if unit is None:
+                return None
+            if unit == best or units.index(unit) < i:
+                continue
+            count = units.count(unit)
+            if count > best_count or (count == best_count and unit < best):
+                best, best_count = unit, count
+        return best
+
+    def _base_value(self):
+        """One channel: the first finite reading as base value, so the others
+        become small differences binary16 usually holds exactly — provided
+        bv + v gives back every reading exactly."""
+        name = self.names[0]
+        if self.names.count(name) != len(self.names):
+            return None
+        base = None
+        for value in self.values:
+            if _finite(value):
+                if base is None:
+                    base = value
+                elif (value - base) + base != value:
+                    return None
+        return base
+
     def encode(self, now_ms, synced):
         """The CBOR pack.  ``now_ms`` is when the frame is built (same clock
         as the readings); with ``synced`` False, times are written relative
@@ -119,54 +154,30 @@ class PackBuilder:
         first = min(self.times)
         if synced:
             base_s = first // 1000
+            base_ms = base_s * 1000
         else:
             base_s = -((now_ms - first + 999) // 1000)  # whole seconds, <= 0
-            first = now_ms  # offsets below are from "now"
-        base_ms = (first if not synced else 0) + base_s * 1000
-        single_name = self.names[0]
-        for name in self.names:
-            if name != single_name:
-                single_name = None
-                break
-        # Base unit: the commonest unit (ties: the smallest, so every
-        # implementation picks the same), unless a record has no unit and
-        # would wrongly inherit it.
-        unit_counts = {}
-        for unit in self.units:
-            unit_counts[unit] = unit_counts.get(unit, 0) + 1
-        base_unit = None
-        if None not in unit_counts:
-            for unit in unit_counts:
-                if base_unit is None or (unit_counts[unit], base_unit) > (unit_counts[base_unit], unit):
-                    base_unit = unit
-        # One channel: a base value makes the others small deltas, which
-        # binary16 usually holds exactly (the sum is exact in binary64).
-        base_value = None
-        if single_name is not None:
-            for value in self.values:
-                if _finite(value):
-                    base_value = to_single(value)
-                    break
-            for value in self.values:  # the gateway's bv + v must give back the reading
-                if _finite(value) and (to_single(value) - base_value) + base_value != to_single(value):
-                    base_value = None
-                    break
+            base_ms = now_ms + base_s * 1000
+        single_name = self.names[0] if self.names.count(self.names[0]) == count else None
+        base_unit = self._base_unit()
+        base_value = self._base_value()
 
-        out = bytearray()
+        out = self._out
+        out[:] = b""
         cbor.write_head(out, 4, count)
         for i in range(count):
-            name = self.names[i]
             unit = self.units[i]
             value = self.values[i]
             quality = self.qualities[i]
-            offset = (self.times[i] - base_ms) * _TIME_QUANTUM // 1000 / _TIME_QUANTUM
+            # Offsets in whole 1/1024 s: an integer when whole seconds.
+            ticks = (self.times[i] - base_ms) * _TIME_QUANTUM // 1000
             header = i == 0
             fields = 1  # the value (v or vs)
             if single_name is None:
                 fields += 1
             if unit is not None and unit != base_unit:
                 fields += 1
-            if offset:
+            if ticks:
                 fields += 1
             if header:
                 fields += 1  # bt
@@ -181,7 +192,7 @@ class PackBuilder:
             cbor.write_head(out, 5, fields)
             if single_name is None:
                 out.append(N)
-                cbor.write_text(out, name)
+                cbor.write_text(out, self.names[i])
             if unit is not None and unit != base_unit:
                 out.append(U)
                 cbor.write_text(out, unit)
@@ -190,22 +201,24 @@ class PackBuilder:
                 cbor.write_text(out, quality or "fault")
             else:
                 out.append(V)
-                value = to_single(value)
                 cbor.write_float(out, value - base_value if base_value is not None else value)
-            if offset:
+            if ticks:
                 out.append(T)
-                _write_time(out, offset)
+                if ticks % _TIME_QUANTUM:
+                    cbor.write_float(out, ticks / _TIME_QUANTUM)
+                else:
+                    cbor.write_int(out, ticks // _TIME_QUANTUM)
             if header:
                 if single_name is not None:
-                    cbor.write_int(out, BN)
+                    out.append(0x21)  # BN (-2)
                     cbor.write_text(out, single_name)
-                cbor.write_int(out, BT)
+                out.append(0x22)  # BT (-3)
                 cbor.write_int(out, base_s)
                 if base_unit:
-                    cbor.write_int(out, BU)
+                    out.append(0x23)  # BU (-4)
                     cbor.write_text(out, base_unit)
                 if base_value is not None:
-                    cbor.write_int(out, BV)
+                    out.append(0x24)  # BV (-5)
                     cbor.write_float(out, base_value)
             if quality is not None and value is not None:
                 cbor.write_text(out, Q)

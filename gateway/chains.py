@@ -1,0 +1,322 @@
+"""Processing chains: the per-channel list of steps from the configuration,
+validated once and run batch by batch through the kernels.
+
+A channel's steps come from TOML, e.g.::
+
+    [[channels."furnace-1/t_s".steps]]
+    type = "thermocouple"
+    kind = "S"
+    cold_junction = "per-sample"
+
+    [[channels."furnace-1/t_s".steps]]
+    type = "hampel"
+    window = 7
+
+Step types and parameters (``*`` = required; see docs/processing.md):
+
+================  ==========================================================
+type              parameters
+================  ==========================================================
+calibration       gain (1.0), offset (0.0) -- or -- coefficients* (list,
+                  ascending powers: c0 + c1*x + ...); not both forms
+thermocouple      kind* ("K" | "S" | "R" | "B"), cold_junction* (°C, or
+                  "per-sample" to pass one CJ temperature per sample)
+current_loop      lrv* (value at 4 mA), urv* (value at 20 mA)
+range             min, max (at least one)
+hampel            window* (samples, 3..10000), threshold (3.0, in scaled MADs)
+deadband          absolute, percent (at least one > 0; the larger band
+                  applies), max_silence (0 = off; seconds between heartbeats)
+ema               alpha (0 < alpha <= 1) -- or -- time_constant (s); one
+rate_limit        max_rate* (units/s), flag ("bad" | "uncertain"; "bad")
+aggregate         period* (s), function ("mean" | "min" | "max" | "count")
+================  ==========================================================
+
+Every chain first flags NaN/infinite values and times bad "not-finite".
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from . import kernels as _kernels
+from .errors import ConfigError
+from .kernels import codes
+
+__all__ = ["STEP_TYPES", "Chain", "ChainResult", "chain_from_config"]
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainResult:
+    """The points that survived a batch: times (s) and values as array('d'),
+    quality and reason as code bytes; ``quality``/``reasons`` give names."""
+
+    times: array
+    values: array
+    quality_codes: bytes
+    reason_codes: bytes
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def quality(self) -> list[str]:
+        return [codes.QUALITY_NAMES[q] for q in self.quality_codes]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [codes.REASON_NAMES[r] for r in self.reason_codes]
+
+    def points(self) -> Iterator[tuple[float, float, str, str]]:
+        """(time, value, quality name, reason name) per point."""
+        return zip(self.times, self.values, self.quality, self.reasons)
+
+
+class _StepReader:
+    """Reads one step's parameters, raising ConfigError with the key path and
+    what would be valid; ``finish`` rejects keys nobody asked for."""
+
+    def __init__(self, step: Mapping[str, Any], where: str, valid_keys: Sequence[str]) -> None:
+        self.step = step
+        self.where = where
+        self.valid_keys = ("type", *valid_keys)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.where}.{key}", message)
+
+    def has(self, key: str) -> bool:
+        return key in self.step
+
+    def number(self, key: str, default: Any = _REQUIRED, *, above: float | None = None,
+               at_least: float | None = None, at_most: float | None = None) -> float:
+        if key not in self.step:
+            if default is _REQUIRED:
+                raise self.error(key, "missing; a number is required")
+            return default
+        raw = self.step[key]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise self.error(key, f"must be a finite number, not {raw!r}")
+        value = float(raw)
+        if above is not None and not value > above:
+            raise self.error(key, f"must be greater than {above:g}, not {raw!r}")
+        if at_least is not None and value < at_least:
+            raise self.error(key, f"must be at least {at_least:g}, not {raw!r}")
+        if at_most is not None and value > at_most:
+            raise self.error(key, f"must be at most {at_most:g}, not {raw!r}")
+        return value
+
+    def integer(self, key: str, *, at_least: int, at_most: int) -> int:
+        if key not in self.step:
+            raise self.error(key, f"missing; an integer {at_least}..{at_most} is required")
+        raw = self.step[key]
+        if isinstance(raw, bool) or not isinstance(raw, int) or not at_least <= raw <= at_most:
+            raise self.error(key, f"must be an integer {at_least}..{at_most}, not {raw!r}")
+        return raw
+
+    def choice(self, key: str, options: Sequence[str], default: Any = _REQUIRED) -> str:
+        if key not in self.step:
+            if default is _REQUIRED:
+                raise self.error(key, f"missing; one of {_quoted(options)} is required")
+            return default
+        raw = self.step[key]
+        if raw not in options:
+            raise self.error(key, f"must be one of {_quoted(options)}, not {raw!r}")
+        return raw
+
+    def numbers(self, key: str) -> tuple[float, ...]:
+        raw = self.step[key]
+        if not isinstance(raw, (list, tuple)) or not raw:
+            raise self.error(key, f"must be a non-empty list of numbers, not {raw!r}")
+        for i, c in enumerate(raw):
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+                raise self.error(f"{key}[{i}]", f"must be a finite number, not {c!r}")
+        return tuple(float(c) for c in raw)
+
+    def finish(self) -> None:
+        for key in self.step:
+            if key not in self.valid_keys:
+                valid = _quoted(k for k in self.valid_keys if k != "type")
+                raise self.error(key, f"unknown parameter for a {self.step['type']!r} step; valid: {valid}")
+
+
+def _quoted(names: Any) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+# Each builder reads its step and returns (kernel, needs per-sample CJ, drops points).
+
+def _calibration(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    if p.has("coefficients"):
+        if p.has("gain") or p.has("offset"):
+            raise p.error("coefficients", "give either gain/offset or coefficients, not both")
+        return k.Polynomial(p.numbers("coefficients")), False, False
+    return k.Linear(p.number("gain", 1.0), p.number("offset", 0.0)), False, False
+
+
+def _thermocouple(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    kind = p.choice("kind", ("K", "S", "R", "B"))
+    if p.step.get("cold_junction") == "per-sample":
+        return k.Thermocouple(kind, 0.0), True, False
+    if p.has("cold_junction") and isinstance(p.step["cold_junction"], str):
+        raise p.error("cold_junction", "must be a temperature in °C or \"per-sample\"")
+    return k.Thermocouple(kind, p.number("cold_junction", at_least=-273.15)), False, False
+
+
+def _current_loop(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    lrv, urv = p.number("lrv"), p.number("urv")
+    if lrv == urv:
+        raise p.error("urv", "must differ from lrv (the span would be zero)")
+    return k.CurrentLoop(lrv, urv), False, False
+
+
+def _range(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    if not (p.has("min") or p.has("max")):
+        raise p.error("min", "a range step needs 'min', 'max' or both")
+    low, high = p.number("min", -math.inf), p.number("max", math.inf)
+    if not low < high:
+        raise p.error("max", f"must be greater than min ({low:g})")
+    return k.RangeCheck(low, high), False, False
+
+
+def _hampel(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    window = p.integer("window", at_least=3, at_most=10_000)
+    return k.Hampel(window, p.number("threshold", 3.0, above=0.0)), False, False
+
+
+def _deadband(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    absolute = p.number("absolute", 0.0, at_least=0.0)
+    percent = p.number("percent", 0.0, at_least=0.0)
+    if absolute == 0.0 and percent == 0.0:
+        raise p.error("absolute", "a deadband step needs 'absolute' or 'percent' greater than 0")
+    max_silence = p.number("max_silence", 0.0, at_least=0.0)
+    return k.Deadband(absolute, percent, max_silence), False, True
+
+
+def _ema(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    if p.has("alpha") == p.has("time_constant"):
+        raise p.error("alpha", "an ema step needs exactly one of 'alpha' (0 < alpha <= 1) "
+                               "or 'time_constant' (seconds > 0)")
+    if p.has("alpha"):
+        return k.Ema(p.number("alpha", above=0.0, at_most=1.0), 0.0), False, False
+    return k.Ema(1.0, p.number("time_constant", above=0.0)), False, False
+
+
+def _rate_limit(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    max_rate = p.number("max_rate", above=0.0)
+    flag = p.choice("flag", ("bad", "uncertain"), "bad")
+    return k.RateLimit(max_rate, codes.quality_code(flag)), False, False
+
+
+def _aggregate(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+    period = p.number("period", above=0.0)
+    function = p.choice("function", ("mean", "min", "max", "count"), "mean")
+    return k.Aggregate(period, function), False, True
+
+
+# type -> (builder, its parameter names)
+STEP_TYPES = {
+    "calibration": (_calibration, ("gain", "offset", "coefficients")),
+    "thermocouple": (_thermocouple, ("kind", "cold_junction")),
+    "current_loop": (_current_loop, ("lrv", "urv")),
+    "range": (_range, ("min", "max")),
+    "hampel": (_hampel, ("window", "threshold")),
+    "deadband": (_deadband, ("absolute", "percent", "max_silence")),
+    "ema": (_ema, ("alpha", "time_constant")),
+    "rate_limit": (_rate_limit, ("max_rate", "flag")),
+    "aggregate": (_aggregate, ("period", "function")),
+}
+
+
+class Chain:
+    """A validated list of steps with their kernel state; ``process`` runs
+    one batch and may be called again with the next batch of the stream."""
+
+    def __init__(self, steps: Sequence[Mapping[str, Any]], where: str,
+                 kernels: ModuleType | None = None) -> None:
+        k = kernels if kernels is not None else _kernels
+        if not isinstance(steps, (list, tuple)):
+            raise ConfigError(where, f"steps must be a list of step tables, not {type(steps).__name__}")
+        self.step_types: tuple[str, ...] = ()
+        self.needs_cold_junction = False
+        self._kernels: list[tuple[Any, bool]] = [(k.FlagNonFinite(), False)]
+        dropping_step: str | None = None
+        for index, step in enumerate(steps):
+            step_where = f"{where}[{index}]"
+            if not isinstance(step, Mapping):
+                raise ConfigError(step_where, f"a step must be a table, not {type(step).__name__}")
+            step_type = step.get("type")
+            if step_type not in STEP_TYPES:
+                problem = "missing 'type'" if step_type is None else f"unknown step type {step_type!r}"
+                raise ConfigError(f"{step_where}.type", f"{problem}; valid: {_quoted(STEP_TYPES)}")
+            builder, keys = STEP_TYPES[step_type]
+            reader = _StepReader(step, step_where, keys)
+            kernel, per_sample_cj, drops_points = builder(reader, k)
+            reader.finish()
+            if per_sample_cj and dropping_step is not None:
+                # the CJ array is aligned with the input batch, not with survivors
+                raise ConfigError(f"{step_where}.cold_junction",
+                                  f"a per-sample cold junction must come before the "
+                                  f"{dropping_step!r} step, which drops points")
+            if drops_points and dropping_step is None:
+                dropping_step = step_type
+            self.needs_cold_junction |= per_sample_cj
+            self._kernels.append((kernel, per_sample_cj))
+            self.step_types += (step_type,)
+
+    def process(self, times: Sequence[float], values: Sequence[float],
+                quality: Sequence[int | str] | bytes | None = None,
+                reasons: Sequence[int | str] | bytes | None = None,
+                cold_junction: Sequence[float] | None = None) -> ChainResult:
+        """Run one batch.  ``quality``/``reasons`` (codes or names, default
+        good/"") carry incoming states such as node faults: a bad sample is
+        passed through untouched with its reason.  ``cold_junction`` (°C per
+        sample) is required by a "per-sample" thermocouple step."""
+        t = array("d", times)
+        v = array("d", values)
+        n = len(v)
+        if len(t) != n:
+            raise ValueError(f"{len(t)} times for {n} values")
+        q = _codes_buffer(quality, n, codes.QUALITY_NAMES, codes.quality_code, "quality")
+        r = _codes_buffer(reasons, n, codes.REASON_NAMES, codes.reason_code, "reasons")
+        cj = None
+        if self.needs_cold_junction:
+            if cold_junction is None:
+                raise ValueError("this chain has a per-sample cold junction: pass cold_junction")
+            cj = array("d", cold_junction)
+            if len(cj) != n:
+                raise ValueError(f"{len(cj)} cold-junction temperatures for {n} values")
+        with memoryview(t) as tv, memoryview(v) as vv, memoryview(q) as qv, memoryview(r) as rv:
+            for kernel, per_sample_cj in self._kernels:
+                if per_sample_cj:
+                    n = kernel.process(tv[:n], vv[:n], qv[:n], rv[:n], memoryview(cj)[:n])
+                else:
+                    n = kernel.process(tv[:n], vv[:n], qv[:n], rv[:n])
+        del t[n:], v[n:], q[n:], r[n:]
+        return ChainResult(t, v, bytes(q), bytes(r))
+
+
+def _codes_buffer(given: Any, n: int, names: Sequence[str], by_name: Any, what: str) -> bytearray:
+    if given is None:
+        return bytearray(n)
+    if isinstance(given, (bytes, bytearray, memoryview)):
+        buffer = bytearray(given)
+    else:
+        buffer = bytearray(by_name(x) if isinstance(x, str) else x for x in given)
+    if len(buffer) != n:
+        raise ValueError(f"{len(buffer)} {what} for {n} values")
+    if buffer and max(buffer) >= len(names):
+        raise ValueError(f"{what} code {max(buffer)} is not in the table (0..{len(names) - 1})")
+    return buffer
+
+
+def chain_from_config(steps: Sequence[Mapping[str, Any]], where: str,
+                      kernels: ModuleType | None = None) -> Chain:
+    """Build a Chain from a channel's parsed ``steps`` list; ``where`` names
+    that list in the configuration (e.g. ``gateway.toml: channels."x".steps``)."""
+    return Chain(steps, where, kernels)

@@ -1,0 +1,128 @@
+"""All benchmarks, one run, one machine: ``make bench`` (``QUICK=1``: under two minutes).
+
+Runs each stage's benchmark module, prints a readable table, writes every
+figure to ``bench/results/<UTC time>.json`` and ends with ONE line of JSON:
+measurements_per_s, frames_per_s, p99_latency_ms, cython_speedup_min,
+floor_fraction, gateway_rss_mb (and a few more).  Ratios are computed within
+this run, so a noisy shared machine still gives comparable figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import pathlib
+import sys
+import time
+import traceback
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# (name, file, what it measures)
+STAGES = [
+    ("floor", "bench_floor.py", "cbor2.loads + HMAC per frame; reference decode; node figures"),
+    ("kernels", "bench_kernels.py", "each processing kernel, Cython vs pure Python"),
+    ("gateway", "bench_gateway.py", "ingest -> verify -> outbox -> processing"),
+    ("routes", "bench_routes.py", "MQTT QoS 1 publish rate to a local Mosquitto"),
+    ("end_to_end", "bench_e2e.py", "load generator -> gateway -> Mosquitto -> subscriber"),
+    ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
+]
+
+
+def load(file: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{file[:-3]}", HERE / file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_stage(name: str, file: str, quick: bool) -> dict:
+    if not (HERE / file).exists():
+        return {"error": f"{file} is not there yet"}
+    started = time.perf_counter()
+    try:
+        figures = load(file).run(quick=quick)
+    except Exception as exc:  # noqa: BLE001 - one failing stage must not hide the others
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    figures = dict(figures) if isinstance(figures, dict) else {"result": figures}
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    return figures
+
+
+def summary(results: dict) -> dict:
+    """The one-line figures, from whatever stages produced them."""
+    e2e = results.get("end_to_end", {})
+    floor = results.get("floor", {})
+    kernels = results.get("kernels", {})
+    speedups = kernels.get("speedups", kernels) if isinstance(kernels, dict) else {}
+    ratios = [v for k, v in speedups.items() if isinstance(v, (int, float)) and k not in ("seconds",)]
+    line = {
+        "measurements_per_s": e2e.get("measurements_per_s"),
+        "frames_per_s": e2e.get("frames_per_s"),
+        "p99_latency_ms": e2e.get("p99_latency_ms"),
+        "p50_latency_ms": e2e.get("p50_latency_ms"),
+        "cython_speedup_min": round(min(ratios), 1) if ratios else None,
+        "floor_fraction": None,
+        "gateway_rss_mb": e2e.get("gateway_rss_mb"),
+        "gateway_cpu_s_per_100k": e2e.get("gateway_cpu_s_per_100k"),
+    }
+    if e2e.get("frames_per_s") and floor.get("floor_frames_per_s"):
+        line["floor_fraction"] = round(e2e["frames_per_s"] / floor["floor_frames_per_s"], 3)
+    return line
+
+
+def print_table(results: dict) -> None:
+    for name, file, what in STAGES:
+        figures = results.get(name, {})
+        print(f"\n== {name}: {what}")
+        for key, value in figures.items():
+            if isinstance(value, dict):
+                print(f"  {key}:")
+                for k, v in value.items():
+                    print(f"    {k:<40} {format_value(v)}")
+            else:
+                print(f"  {key:<42} {format_value(value)}")
+
+
+def format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run every benchmark and report figures and ratios.")
+    parser.add_argument("--quick", action="store_true", help="short run (under two minutes)")
+    parser.add_argument("--only", action="append", help="run only this stage (repeatable)")
+    args = parser.parse_args(argv)
+    results: dict = {"machine": machine()}
+    for name, file, _ in STAGES:
+        if args.only and name not in args.only:
+            continue
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_stage(name, file, args.quick)
+    line = summary(results)
+    results["summary"] = line
+    print_table(results)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nfull results: {out}")
+    print(json.dumps(line))
+    return 0
+
+
+def machine() -> dict:
+    import os
+    import platform
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

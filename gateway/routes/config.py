@@ -1,0 +1,307 @@
+"""The ``[[routes]]`` tables of gateway.toml, validated into ``RouteConfig``.
+
+Every mistake raises ``ConfigError`` naming the file and key path
+(``gateway.toml: routes[0].broker``) and saying what would be valid, so the
+gateway refuses to start with one clear line instead of failing later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import stat
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+
+FORMATS = ("json", "senml")
+KINDS = ("data", "status")
+MQTT_VERSIONS = ("auto", "5", "3.1.1")
+
+_KEYS = (
+    "name", "broker", "username", "password", "password_file", "tls", "topic_prefix",
+    "include", "exclude", "format", "kinds", "mqtt_version", "message_expiry",
+    "client_id", "keepalive", "max_in_flight", "gateway_id",
+)
+_TLS_KEYS = ("ca", "cert", "key")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    ca: str | None = None  # None: the system's trusted CAs
+    cert: str | None = None  # client certificate (PEM), with ``key``
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One partner: where to publish, as whom, what, and how."""
+
+    name: str
+    host: str
+    port: int
+    topic_prefix: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    format: str = "json"
+    kinds: tuple[str, ...] = ("data",)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never logged
+    tls: TlsConfig | None = None
+    mqtt_version: str = "auto"
+    message_expiry: int | None = None  # seconds (MQTT 5 only); None: never expires
+    client_id: str = ""
+    keepalive: int = 30
+    max_in_flight: int = 100
+    gateway_id: str = ""
+
+    @property
+    def url(self) -> str:
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.topic_prefix}/status"
+
+
+def parse_routes(tables: list[dict], where: str) -> list[RouteConfig]:
+    """Validate the ``[[routes]]`` tables; ``where`` names the file."""
+    if not isinstance(tables, list):
+        raise ConfigError(f"{where}: routes", "must be an array of tables ([[routes]])")
+    routes = [_parse_route(table, f"{where}: routes[{i}]") for i, table in enumerate(tables)]
+    names: dict[str, int] = {}
+    clients: dict[tuple[str, int, str], int] = {}
+    for i, route in enumerate(routes):
+        if route.name in names:
+            raise ConfigError(
+                f"{where}: routes[{i}].name",
+                f"{route.name!r} is already the name of routes[{names[route.name]}]; "
+                "each route needs its own name (it keys the route's delivery cursor)",
+            )
+        names[route.name] = i
+        key = (route.host, route.port, route.client_id)
+        if key in clients:
+            raise ConfigError(
+                f"{where}: routes[{i}].client_id",
+                f"{route.client_id!r} is also used by routes[{clients[key]}] on the same broker; "
+                "two connections with one client id throw each other off",
+            )
+        clients[key] = i
+    return routes
+
+
+def _parse_route(table: object, where: str) -> RouteConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(where, "must be a table with name, broker, topic_prefix and include")
+    for key in table:
+        if key not in _KEYS:
+            raise ConfigError(f"{where}.{key}", f"unknown key; valid keys are {', '.join(_KEYS)}")
+
+    name = _require(table, "name", str, where)
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"{where}.name",
+            f"{name!r} is not a valid route name: use 1-64 letters, digits, '.', '_' or '-'",
+        )
+    host, port, secure = _parse_broker(_require(table, "broker", str, where), f"{where}.broker")
+    tls = _parse_tls(table.get("tls"), secure, f"{where}.tls")
+    username = _optional(table, "username", str, where)
+    password = _parse_password(table, username, where)
+    prefix = _parse_prefix(_optional(table, "topic_prefix", str, where, "smemet"), f"{where}.topic_prefix")
+    include = _parse_patterns(table, "include", where, required=True)
+    exclude = _parse_patterns(table, "exclude", where, required=False)
+    fmt = _optional(table, "format", str, where, "json")
+    if fmt not in FORMATS:
+        raise ConfigError(f"{where}.format", f"{fmt!r} is not a payload format; use \"json\" or \"senml\"")
+    kinds = _parse_kinds(table.get("kinds", ["data"]), f"{where}.kinds")
+    version = table.get("mqtt_version", "auto")
+    if version == 5 and not isinstance(version, bool):
+        version = "5"  # a bare TOML integer is a natural way to write it
+    if version not in MQTT_VERSIONS:
+        raise ConfigError(
+            f"{where}.mqtt_version", f"{version!r} is not supported; use \"auto\", \"5\" or \"3.1.1\""
+        )
+    expiry = _optional(table, "message_expiry", int, where, 0)
+    if not 0 <= expiry <= 0xFFFFFFFF:
+        raise ConfigError(f"{where}.message_expiry", "must be seconds from 0 (never expires) to 4294967295")
+    if expiry and version == "3.1.1":
+        raise ConfigError(f"{where}.message_expiry", "needs MQTT 5; set mqtt_version to \"auto\" or \"5\"")
+    keepalive = _optional(table, "keepalive", int, where, 30)
+    if not 5 <= keepalive <= 65535:
+        raise ConfigError(f"{where}.keepalive", f"{keepalive} is out of range; use 5 to 65535 seconds")
+    in_flight = _optional(table, "max_in_flight", int, where, 100)
+    if not 1 <= in_flight <= 65535:
+        raise ConfigError(f"{where}.max_in_flight", f"{in_flight} is out of range; use 1 to 65535")
+    gateway_id = _optional(table, "gateway_id", str, where, "") or socket.gethostname()
+    client_id = _optional(table, "client_id", str, where, "") or f"smemet-{gateway_id}-{name}"
+    if len(client_id.encode()) > 65535 or "\0" in client_id:
+        raise ConfigError(f"{where}.client_id", "must be a UTF-8 string without NUL, up to 65535 bytes")
+    return RouteConfig(
+        name=name, host=host, port=port, topic_prefix=prefix, include=include,
+        exclude=exclude, format=fmt, kinds=kinds, username=username, password=password,
+        tls=tls, mqtt_version=version, message_expiry=expiry or None, client_id=client_id,
+        keepalive=keepalive, max_in_flight=in_flight, gateway_id=gateway_id,
+    )
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "a table"}
+
+
+def _require(table: dict, key: str, kind: type, where: str):
+    if key not in table:
+        raise ConfigError(f"{where}.{key}", f"is missing; it must be {_TYPE_NAMES[kind]}")
+    return _optional(table, key, kind, where)
+
+
+def _optional(table: dict, key: str, kind: type, where: str, default=None):
+    value = table.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}.{key}", f"must be {_TYPE_NAMES[kind]}, not {value!r}")
+    return value
+
+
+def _parse_broker(url: str, where: str) -> tuple[str, int, bool]:
+    hint = "write it as mqtt://host:port or mqtts://host:port"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(where, f"{url!r} is not a valid URL ({exc}); {hint}") from None
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(where, f"{url!r} has scheme {parts.scheme!r}; {hint}")
+    if not parts.hostname:
+        raise ConfigError(where, f"{url!r} has no host; {hint}")
+    if parts.username or parts.password:
+        raise ConfigError(where, "must not carry credentials; use the route's username and password_file")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(where, f"{url!r} has a path or query, which MQTT does not use; {hint}")
+    secure = parts.scheme == "mqtts"
+    return parts.hostname, port or (8883 if secure else 1883), secure
+
+
+def _parse_tls(table: object, secure: bool, where: str) -> TlsConfig | None:
+    if table is None:
+        return TlsConfig() if secure else None
+    if not isinstance(table, dict):
+        raise ConfigError(where, "must be a table with ca, cert and key (file paths)")
+    if not secure:
+        raise ConfigError(where, "is set but the broker URL is mqtt://; use mqtts:// for TLS")
+    for key, value in table.items():
+        if key not in _TLS_KEYS:
+            raise ConfigError(f"{where}.{key}", f"unknown key; valid keys are {', '.join(_TLS_KEYS)}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}.{key}", f"must be a file path, not {value!r}")
+        _readable_file(value, f"{where}.{key}")
+    if ("cert" in table) != ("key" in table):
+        raise ConfigError(where, "a client certificate needs both cert and key")
+    if "key" in table:
+        _owner_only(table["key"], f"{where}.key")
+    config = TlsConfig(ca=table.get("ca"), cert=table.get("cert"), key=table.get("key"))
+    try:
+        tls_context(config)  # unreadable PEM files fail now, not at the first connection
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(where, f"cannot load the TLS files ({exc}); check that ca, cert and key are PEM "
+                          "and that key belongs to cert") from None
+    return config
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho leaves such a socket
+    open, leaking a descriptor on every failed attempt (a ResourceWarning)."""
+
+    def do_handshake(self, *args, **kwargs):
+        try:
+            return super().do_handshake(*args, **kwargs)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(config: TlsConfig) -> ssl.SSLContext:
+    """A client context verifying the broker (certificate and host name)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.ca)
+    if config.cert:
+        context.load_cert_chain(config.cert, config.key)
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
+
+
+def _parse_password(table: dict, username: str | None, where: str) -> str | None:
+    if "password" in table and "password_file" in table:
+        raise ConfigError(f"{where}.password", "set password or password_file, not both")
+    if "password_file" in table:
+        path = _optional(table, "password_file", str, where)
+        _readable_file(path, f"{where}.password_file")
+        _owner_only(path, f"{where}.password_file")
+        with open(path, encoding="utf-8") as f:
+            password = f.read().strip("\r\n")
+        if not password:
+            raise ConfigError(f"{where}.password_file", f"{path} is empty")
+    else:
+        password = _optional(table, "password", str, where)
+    if password is not None and username is None:
+        raise ConfigError(f"{where}.username", "is missing; a password needs a username")
+    return password
+
+
+def _readable_file(path: str, where: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(where, f"{path} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(where, f"{path} is not readable by this user")
+
+
+def _owner_only(path: str, where: str) -> None:
+    # A secret others can read is a leaked secret: refuse, as for node keys.
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            where, f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); run chmod 600 {path}"
+        )
+
+
+def _parse_prefix(prefix: str, where: str) -> str:
+    bad = (
+        not prefix or prefix.startswith(("/", "$")) or prefix.endswith("/")
+        or "//" in prefix or any(c in prefix for c in "+#\0")
+    )
+    if bad:
+        raise ConfigError(
+            where,
+            f"{prefix!r} is not a valid topic prefix: use levels like \"plant1/partner-a\", "
+            "without wildcards (+ #), empty levels, or a leading $ or /",
+        )
+    return prefix
+
+
+def _parse_patterns(table: dict, key: str, where: str, required: bool) -> tuple[str, ...]:
+    if key not in table:
+        if required:
+            raise ConfigError(
+                f"{where}.{key}",
+                "is missing; list the node/channel patterns this partner may receive, "
+                "e.g. [\"furnace-*/tc*\"] or [\"*\"] for everything",
+            )
+        return ()
+    patterns = table[key]
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise ConfigError(
+            f"{where}.{key}", "must be an array of node/channel patterns such as [\"furnace-*/tc*\"]"
+        )
+    if required and not patterns:
+        raise ConfigError(f"{where}.{key}", "is empty, so the route would deliver nothing")
+    return tuple(patterns)
+
+
+def _parse_kinds(kinds: object, where: str) -> tuple[str, ...]:
+    if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
+        raise ConfigError(where, f"{kinds!r} is not valid; use a non-empty array of \"data\" and/or \"status\"")
+    return tuple(dict.fromkeys(kinds))

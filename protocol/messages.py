@@ -5,9 +5,8 @@ Node → gateway: data (SenML-CBOR, content type 112) and status (SenML-CBOR,
 frames under the node's key.
 """
 
-from . import cbor, cose, senml
+from . import cbor, cose
 from .errors import InvalidMessage, Replayed, UnknownContentType, UnknownNode
-from .window import SEEN, TOO_OLD
 
 try:
     from micropython import const
@@ -120,6 +119,11 @@ def open_from_node(frame, key_for, now, window=None):
     time in Unix seconds; ``window`` (a ReplayWindow) is consulted but not
     updated.  Raises the ProtocolError a gateway counts.
     """
+    # Imported here: a node never opens its own kind of frame, and its heap
+    # is too small to hold code it does not run.
+    from .resolve import resolve
+    from .window import SEEN, TOO_OLD
+
     mac0 = cose.parse(frame)
     key = key_for(mac0.kid)
     if key is None:
@@ -135,7 +139,7 @@ def open_from_node(frame, key_for, now, window=None):
             raise Replayed("sequence number %d is below the replay window" % mac0.seq)
     age_ms = mac0.age_ms
     reference = now - (age_ms / 1000 if age_ms is not None else 0)
-    records = senml.resolve(cbor.decode(mac0.payload), reference, faults=mac0.content_type == CT_SENML)
+    records = resolve(cbor.decode(mac0.payload), reference, faults=mac0.content_type == CT_SENML)
     return Message(frame, node_name(mac0.kid), mac0.seq, mac0.content_type, records)
 
 

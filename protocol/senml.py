@@ -1,15 +1,12 @@
-"""SenML packs in CBOR (RFC 8428 §6), as SPEC.md §3 profiles them.
-
-``PackBuilder`` is the node side: it writes records straight into CBOR with
-the labels in deterministic order, no dicts per record.  ``resolve`` is the
-gateway side: it turns a decoded pack into resolved records (RFC 8428 §4.6)
-with absolute times, rejecting what SPEC.md says must be rejected.
+"""SenML packs in CBOR (RFC 8428 §6), as SPEC.md §3 profiles them: the
+labels, and ``PackBuilder``, the node side, which writes records straight
+into CBOR with the labels in deterministic order, no dicts per record.
+The gateway side, ``resolve``, is in resolve.py.
 """
 
 import struct
 
 from . import cbor
-from .errors import InvalidSenML, MustUnderstand
 
 try:
     from micropython import const
@@ -227,131 +224,14 @@ class PackBuilder:
         return bytes(out)
 
 
-class Record:
-    """A resolved SenML record: absolute name and time, unit, value."""
-
-    def __init__(self, name, unit, value, time, quality=QUALITY_GOOD, reason=None):
-        self.name = name
-        self.unit = unit
-        self.value = value
-        self.time = time
-        self.quality = quality
-        self.reason = reason
-
-    def as_dict(self):
-        out = {"name": self.name, "unit": self.unit, "value": self.value, "time": self.time}
-        if self.quality != QUALITY_GOOD:
-            out["quality"] = self.quality
-            out["reason"] = self.reason
-        return out
-
-    def __repr__(self):
-        return "Record(%r)" % (self.as_dict(),)
+# The gateway's side (resolving packs) lives in resolve.py so a node never
+# loads it; it stays reachable here (``senml.resolve``) as one SenML module.
+_RESOLVER_NAMES = ("Record", "resolve", "_KNOWN_LABELS", "_NAME_CHARS")
 
 
-_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-:./_"
-_KNOWN_LABELS = (BVER, BN, BT, BU, BV, BS, N, U, V, VS, VB, S, T, UT, VD, Q)
+def __getattr__(name):
+    if name in _RESOLVER_NAMES:
+        from . import resolve as resolver
 
-
-def _is_number(x):
-    return (isinstance(x, int) and not isinstance(x, bool)) or isinstance(x, float)
-
-
-def _check_name(name):
-    if not name or name[0] not in _NAME_CHARS[:62]:
-        raise InvalidSenML("record name %r must start with a letter or digit" % (name,))
-    for ch in name:
-        if ch not in _NAME_CHARS:
-            raise InvalidSenML("record name %r has a character SenML does not allow" % (name,))
-
-
-def resolve(pack, reference_time, faults=True):
-    """Resolved records of a decoded SenML-CBOR pack.
-
-    ``reference_time`` (Unix seconds) is "now" for relative times: the time
-    the frame was built as the gateway reckons it.  With ``faults`` (data
-    packs) a string value on a record is a sensor fault state (SPEC.md §3.5);
-    status packs carry ordinary string values.
-    """
-    if not isinstance(pack, list):
-        raise InvalidSenML("SenML pack must be an array of records")
-    if not pack:
-        raise InvalidSenML("SenML pack is empty")
-    records = []
-    bn = ""
-    bt = 0
-    bu = None
-    bv = 0
-    for entry in pack:
-        if not isinstance(entry, dict):
-            raise InvalidSenML("SenML record must be a map")
-        for label in entry:
-            if label not in _KNOWN_LABELS:
-                if isinstance(label, str) and label.endswith("_"):
-                    raise MustUnderstand("record has must-understand label %r this gateway does not know" % (label,))
-                if not isinstance(label, (int, str)):
-                    raise InvalidSenML("SenML label %r is neither integer nor text" % (label,))
-        version = entry.get(BVER, SENML_VERSION)
-        if not isinstance(version, int) or version > SENML_VERSION:
-            raise MustUnderstand("SenML version %r is newer than %d" % (version, SENML_VERSION))
-        if BN in entry:
-            bn = entry[BN]
-            if not isinstance(bn, str):
-                raise InvalidSenML("base name must be text")
-        if BT in entry:
-            bt = entry[BT]
-            if not _is_number(bt) or not _finite(bt):
-                raise InvalidSenML("base time must be a finite number")
-        if BU in entry:
-            bu = entry[BU]
-            if not isinstance(bu, str):
-                raise InvalidSenML("base unit must be text")
-        if BV in entry:
-            bv = entry[BV]
-            if not _is_number(bv):
-                raise InvalidSenML("base value must be a number")
-        name = entry.get(N, "")
-        if not isinstance(name, str):
-            raise InvalidSenML("name must be text")
-        name = bn + name
-        _check_name(name)
-        unit = entry.get(U, bu)
-        if unit is not None and not isinstance(unit, str):
-            raise InvalidSenML("unit must be text")
-        t = entry.get(T, 0)
-        if not _is_number(t) or not _finite(t):
-            raise InvalidSenML("time must be a finite number")
-        time = bt + t
-        if time < RELATIVE_LIMIT:
-            time = reference_time + time
-        present = [label for label in (V, VS, VB, VD, S) if label in entry]
-        if len(present) != 1:
-            raise InvalidSenML("record %r must carry exactly one value" % (name,))
-        label = present[0]
-        value = entry[label]
-        quality = QUALITY_GOOD
-        reason = None
-        if label == V or label == S:
-            if not _is_number(value):
-                raise InvalidSenML("numeric value of %r is not a number" % (name,))
-            value = bv + value
-            if not _finite(value):
-                value, quality, reason = None, QUALITY_BAD, "non-finite"
-            elif Q in entry:
-                reason = entry[Q]
-                if not isinstance(reason, str):
-                    raise InvalidSenML("quality of %r must be text" % (name,))
-                quality = QUALITY_UNCERTAIN
-        elif label == VS:
-            if not isinstance(value, str):
-                raise InvalidSenML("string value of %r is not text" % (name,))
-            if faults:
-                value, quality, reason = None, QUALITY_BAD, value
-                unit = None
-        elif label == VB:
-            if not isinstance(value, bool):
-                raise InvalidSenML("boolean value of %r is not a boolean" % (name,))
-        elif not isinstance(value, bytes):
-            raise InvalidSenML("data value of %r is not a byte string" % (name,))
-        records.append(Record(name, unit, value, time, quality, reason))
-    return records
+        return getattr(resolver, name)
+    raise AttributeError(name)

@@ -1,0 +1,73 @@
+"""A register-level Modbus RTU slave on the sim UART.
+
+It answers functions 3 and 4 for the registers in the channel's map, whose
+values come from the scenario (one signal per register ``name``, in
+engineering units; divided by ``scale`` and encoded with the map's type and
+word order); any other register or function gets an exception reply.
+Faults: no-response (silence), crc-error (corrupted CRC), busy (exception 6),
+device-failure (exception 4).
+"""
+
+from drivers.modbus_rtu import crc16, encode_value, TYPES
+
+
+class Chip:
+    def __init__(self, ch, signal):
+        self.signal = signal
+        self.slave = ch.get("slave", 1)
+        self.map = {}
+        for r in ch.get("registers", ()):
+            self.map[(r.get("function", 3), r["address"])] = r
+        self._in = bytearray()
+        self._out = bytearray()
+        self.requests = 0
+
+    def receive(self, data):
+        self._in.extend(data)
+        while len(self._in) >= 8:
+            frame = bytes(self._in[:8])
+            if crc16(frame, 6) != frame[6] | (frame[7] << 8):
+                self._in = self._in[1:]  # resynchronise
+                continue
+            self._in = self._in[8:]
+            self.requests += 1
+            self._answer(frame)
+
+    def _reply(self, body):
+        fault = self.signal.fault()
+        crc = crc16(body)
+        if fault == "crc-error":
+            crc ^= 0x5555
+        self._out.extend(body + bytes((crc & 0xFF, crc >> 8)))
+
+    def _answer(self, req):
+        if req[0] != self.slave:
+            return
+        fault = self.signal.fault()
+        if fault == "no-response":
+            return
+        function = req[1]
+        address = (req[2] << 8) | req[3]
+        count = (req[4] << 8) | req[5]
+        if fault in ("busy", "device-failure"):
+            self._reply(bytes((self.slave, function | 0x80, 6 if fault == "busy" else 4)))
+            return
+        if function not in (3, 4):
+            self._reply(bytes((self.slave, function | 0x80, 1)))
+            return
+        r = self.map.get((function, address))
+        if r is None or TYPES[r.get("type", "uint16")][0] != count:
+            self._reply(bytes((self.slave, function | 0x80, 2)))
+            return
+        value = self.signal.value(r["name"], 0.0) / r.get("scale", 1.0)
+        data = encode_value(value, r.get("type", "uint16"), r.get("word_order", "big"))
+        self._reply(bytes((self.slave, function, len(data))) + data)
+
+    def pending(self):
+        return len(self._out)
+
+    def send_into(self, buf):
+        n = min(len(buf), len(self._out))
+        buf[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n

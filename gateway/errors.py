@@ -15,3 +15,25 @@ class ConfigError(GatewayError):
         super().__init__(f"{where}: {message}")
         self.where = where
         self.message = message
+
+
+class KeyFileError(GatewayError):
+    """The node key file is missing, unreadable, too open, or malformed."""
+
+
+class OutboxError(GatewayError):
+    """The outbox database cannot be opened or used."""
+
+
+class OutboxFull(GatewayError):
+    """The outbox reached its size limit (or the disk is full): nothing was
+    stored.  ``ReadingSink.submit`` raises it; the caller keeps its readings
+    and retries later."""
+
+
+class IngestError(GatewayError):
+    """A link (UDP port, serial port) cannot be opened at start."""
+
+
+class MetricsError(GatewayError):
+    """The metrics endpoint cannot be served."""

@@ -259,7 +259,7 @@ def message_vectors():
                     rec("store_depth", None, 3.0, T0), rec("reset_cause", None, "power-on", T0),
                     rec("fw", None, "0.1.0", T0)])
     time_ms = (T0 + 31) * 1000 + 250
-    gw_seq = time_ms // 10  # the gateway's counter: Unix time in 10 ms units (SPEC §5.4)
+    gw_seq = time_ms // 10  # a gateway's own counter: any strictly increasing value (SPEC §5.4)
     vector("ack", "Gateway ACK of frames 1 and 2 with gateway time (65002)",
            frame(messages.encode_ack([1, 2], time_ms), seq=gw_seq, ct=messages.CT_ACK), valid=True,
            content_type=messages.CT_ACK, node="ladle-7", seq=gw_seq,

@@ -1,0 +1,327 @@
+"""gateway.toml, validated at start into ``GatewayConfig``.
+
+Every mistake raises ``ConfigError`` whose ``where`` names the file and key
+path (``gateway.toml: outbox.max_bytes``) and whose message says what would be
+valid.  Relative paths in the file are relative to the file's directory.  The
+documented reference is docs/gateway.toml.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_UDP_PORT = 47000
+DEFAULT_METRICS_PORT = 9470
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_LEVELS = ("debug", "info", "warning", "error")
+_FORMATS = ("logfmt", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class UdpConfig:
+    bind: str = "0.0.0.0"
+    port: int = DEFAULT_UDP_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class SerialConfig:
+    device: str
+    baud: int = 115200
+    retry: float = 2.0  # seconds between attempts to reopen a vanished port
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    path: str
+    max_bytes: int = 2 * 2**30
+    audit_retention: float = 7 * 86400.0
+    commit_max_frames: int = 1024
+    commit_max_delay: float = 0.002
+    process_batch_frames: int = 2048
+    prune_interval: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    bind: str = "127.0.0.1"
+    port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "logfmt"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    source: str  # the config file, for messages
+    gateway_id: str
+    keys_file: str
+    outbox: OutboxConfig
+    udp: UdpConfig | None = UdpConfig()
+    serial: tuple[SerialConfig, ...] = ()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+    # channel pattern ("node/channel", glob allowed) -> its steps, in file order
+    channels: tuple[tuple[str, list], ...] = ()
+    # channel pattern -> the unit of its processed values (a thermocouple turns V into Cel)
+    units: tuple[tuple[str, str], ...] = ()
+    routes: list = field(default_factory=list)  # RouteConfig from smemet.gateway.routes
+    modbus: Any = None  # ModbusConfig from smemet.gateway.modbus, or None
+    shutdown_grace: float = 5.0  # seconds routes get to drain at SIGTERM
+
+    def steps_for(self, node: str, channel: str) -> list | None:
+        """The processing steps of one channel: an exact entry wins, else the
+        first matching pattern; None when the channel passes unprocessed."""
+        return _lookup(self.channels, f"{node}/{channel}")
+
+    def unit_for(self, node: str, channel: str) -> str | None:
+        """The configured unit of a processed channel (None: the node's)."""
+        return _lookup(self.units, f"{node}/{channel}")
+
+
+def _lookup(entries: tuple, name: str):
+    for pattern, value in entries:
+        if pattern == name:
+            return value
+    for pattern, value in entries:
+        if fnmatch.fnmatchcase(name, pattern):
+            return value
+    return None
+
+
+class _Table:
+    """Reads one TOML table, with the key path for errors; ``finish``
+    rejects unknown keys (a typo must not be silently ignored)."""
+
+    def __init__(self, data: Any, where: str, keys: tuple[str, ...]) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(where, f"must be a table, not {type(data).__name__}")
+        self.data = data
+        self.where = where
+        self.keys = keys
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if not self.where.endswith(": ") else f"{self.where}{key}"
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.at(key), message)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def text(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        if key not in self.data:
+            if required:
+                raise self.error(key, "missing; a text value is required")
+            return default
+        value = self.data[key]
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(key, f"must be an integer {low}..{high}, not {value!r}")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise self.error(key, f"must be a number {low:g}..{high:g}, not {value!r}")
+        return float(value)
+
+    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.data.get(key, default)
+        if value not in options:
+            raise self.error(key, f"must be one of {', '.join(repr(o) for o in options)}, not {value!r}")
+        return value
+
+    def size(self, key: str, default: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        match = _SIZE.match(value) if isinstance(value, str) else None
+        if not match or float(match.group(1)) <= 0:
+            raise self.error(key, f"must be a size such as 500MB, 2GiB or a byte count, not {value!r}")
+        unit = match.group(2).lower() if match.group(2) else None
+        return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+    def duration(self, key: str, default: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if not match:
+            raise self.error(key, f"must be a duration such as 30s, 15m, 12h, 7d or seconds, not {value!r}")
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+    def path(self, key: str, base: str, default: str | None = None) -> str:
+        value = self.text(key, default, required=default is None)
+        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.keys:
+                valid = ", ".join(repr(k) for k in self.keys)
+                raise self.error(key, f"unknown setting; valid here: {valid}")
+
+
+def _address(table: _Table, key: str, default: str) -> str:
+    value = table.text(key, default)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise table.error(key, f"must be an IPv4 or IPv6 address such as 0.0.0.0, ::, 127.0.0.1, not {value!r}") from None
+    return value
+
+
+def load_config(path: str) -> GatewayConfig:
+    """Read and validate ``path``; raises ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "config file not found (see docs/gateway.toml for a reference)") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"not valid TOML ({exc})") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: dict, source: str) -> GatewayConfig:
+    base = os.path.dirname(os.path.abspath(source))
+    root = _Table(data, f"{source}: ", ("gateway", "keys", "ingest", "outbox", "metrics", "log", "channels", "routes", "modbus"))
+    root.finish()
+
+    gateway = _Table(data.get("gateway", {}), f"{source}: gateway", ("id", "shutdown_grace"))
+    gateway.finish()
+    gateway_id = gateway.text("id", os.uname().nodename)
+    shutdown_grace = gateway.number("shutdown_grace", 5.0, 0.0, 600.0)
+
+    if "keys" not in data:
+        raise ConfigError(f"{source}: keys", "missing [keys] table with file = \"path to the node key file\"")
+    keys = _Table(data["keys"], f"{source}: keys", ("file",))
+    keys.finish()
+    keys_file = keys.path("file", base)
+
+    ingest = _Table(data.get("ingest", {}), f"{source}: ingest", ("udp", "serial"))
+    ingest.finish()
+    udp: UdpConfig | None = UdpConfig()
+    if "udp" in ingest.data:
+        table = _Table(ingest.data["udp"], f"{source}: ingest.udp", ("enabled", "bind", "port"))
+        table.finish()
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise table.error("enabled", f"must be true or false, not {enabled!r}")
+        udp = UdpConfig(_address(table, "bind", "0.0.0.0"), table.integer("port", DEFAULT_UDP_PORT, 0, 65535)) if enabled else None
+    serial_tables = ingest.data.get("serial", [])
+    if not isinstance(serial_tables, list):
+        raise ConfigError(f"{source}: ingest.serial", "must be an array of tables ([[ingest.serial]])")
+    serial = []
+    for i, raw in enumerate(serial_tables):
+        table = _Table(raw, f"{source}: ingest.serial[{i}]", ("device", "baud", "retry"))
+        table.finish()
+        serial.append(
+            SerialConfig(table.text("device", required=True), table.integer("baud", 115200, 50, 4_000_000), table.duration("retry", 2.0))
+        )
+    if udp is None and not serial and not data.get("modbus", {}).get("devices"):
+        raise ConfigError(f"{source}: ingest", "no ingest enabled: enable [ingest.udp], add an [[ingest.serial]] port or [[modbus.devices]]")
+
+    if "outbox" not in data:
+        raise ConfigError(f"{source}: outbox", "missing [outbox] table with path = \"outbox database file\"")
+    table = _Table(
+        data["outbox"], f"{source}: outbox",
+        ("path", "max_bytes", "audit_retention", "commit_max_frames", "commit_max_delay", "process_batch_frames", "prune_interval"),
+    )
+    table.finish()
+    outbox = OutboxConfig(
+        path=table.path("path", base),
+        max_bytes=table.size("max_bytes", 2 * 2**30),
+        audit_retention=table.duration("audit_retention", 7 * 86400.0),
+        commit_max_frames=table.integer("commit_max_frames", 1024, 1, 100_000),
+        commit_max_delay=table.duration("commit_max_delay", 0.002),
+        process_batch_frames=table.integer("process_batch_frames", 2048, 1, 100_000),
+        prune_interval=table.duration("prune_interval", 30.0),
+    )
+    if outbox.commit_max_delay > 1.0:
+        raise table.error("commit_max_delay", "must be at most 1s (nodes wait for the ACK)")
+    if outbox.max_bytes < 1 << 16:
+        raise table.error("max_bytes", f"must be at least 64KiB, not {outbox.max_bytes} bytes")
+
+    table = _Table(data.get("metrics", {}), f"{source}: metrics", ("bind", "port"))
+    table.finish()
+    metrics = MetricsConfig(_address(table, "bind", "127.0.0.1"), table.integer("port", DEFAULT_METRICS_PORT, 0, 65535))
+
+    table = _Table(data.get("log", {}), f"{source}: log", ("level", "format"))
+    table.finish()
+    log = LogConfig(table.choice("level", "info", _LEVELS), table.choice("format", "logfmt", _FORMATS))
+
+    channels, units = _channels(data.get("channels", {}), source)
+    routes = _routes(data.get("routes", []), source)
+    modbus = _modbus(data["modbus"], source) if "modbus" in data else None
+    return GatewayConfig(
+        source=source, gateway_id=gateway_id, keys_file=keys_file, outbox=outbox, udp=udp,
+        serial=tuple(serial), metrics=metrics, log=log, channels=channels, units=units, routes=routes, modbus=modbus,
+        shutdown_grace=shutdown_grace,
+    )
+
+
+def _channels(data: Any, source: str) -> tuple[tuple[tuple[str, list], ...], tuple[tuple[str, str], ...]]:
+    from .chains import chain_from_config  # validates each step list once, at load
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: channels", "must be a table of \"node/channel\" = { steps = [...] }")
+    channels = []
+    units = []
+    for pattern, raw in data.items():
+        where = f'{source}: channels."{pattern}"'
+        if pattern.count("/") != 1 or pattern.startswith("/") or pattern.endswith("/"):
+            raise ConfigError(where, "a channel is named \"node/channel\" (glob patterns such as \"furnace-*/t_*\" allowed)")
+        table = _Table(raw, where, ("steps", "unit"))
+        table.finish()
+        unit = table.text("unit")
+        if unit is not None:
+            units.append((pattern, unit))
+        steps = table.get("steps")
+        if steps is None:
+            raise table.error("steps", "missing; a list of step tables is required")
+        chain_from_config(steps, f"{where}.steps")
+        channels.append((pattern, steps))
+    return tuple(channels), tuple(units)
+
+
+def _routes(tables: Any, source: str) -> list:
+    if not tables:
+        return []
+    try:
+        from .routes import parse_routes
+    except ImportError:  # routes not installed in this build
+        raise ConfigError(f"{source}: routes", "this gateway build has no MQTT routes module") from None
+    return parse_routes(tables, source)
+
+
+def _modbus(table: Any, source: str):
+    try:
+        from .modbus import parse_modbus
+    except ImportError:
+        raise ConfigError(f"{source}: modbus", "this gateway build has no Modbus module") from None
+    return parse_modbus(table, source)

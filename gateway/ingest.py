@@ -1,0 +1,210 @@
+"""The links frames arrive on: UDP (one frame per datagram) and serial ports
+(COBS packets, 0x00-delimited, SPEC.md §7).  Each link hands frames to the
+pipeline with an address its ACK goes back to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import termios
+import tty
+
+from smemet.protocol import cobs
+
+from .errors import IngestError
+
+log = logging.getLogger("smemet.gateway.ingest")
+
+_BAUD = {
+    rate: getattr(termios, f"B{rate}")
+    for rate in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600,
+                 1000000, 1152000, 1500000, 2000000, 2500000, 3000000, 3500000, 4000000)
+    if hasattr(termios, f"B{rate}")
+}
+
+
+
+class UdpLink(asyncio.DatagramProtocol):
+    """UDP ingest: every datagram is one frame; the ACK goes to its sender."""
+
+    name = "udp"
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self.transport: asyncio.DatagramTransport | None = None
+        self.accepting = True
+
+    @classmethod
+    async def open(cls, handle, bind: str, port: int) -> "UdpLink":
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        try:
+            _transport, link = await loop.create_datagram_endpoint(lambda: cls(handle), local_addr=(bind, port), family=family)
+        except OSError as exc:
+            raise IngestError(
+                f"cannot listen for UDP on [{bind}]:{port} ({exc.strerror}); another gateway running, or change [ingest.udp] port/bind"
+            ) from None
+        sock = link.transport.get_extra_info("socket")
+        try:  # a burst of frames must wait in the kernel, not be dropped, while a commit runs
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
+        except OSError:
+            pass
+        return link
+
+    @property
+    def address(self) -> tuple:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if self.accepting:  # at shutdown: ignored, the node retransmits to the next run
+            self._handle(data, self, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable after an ACK: harmless
+        log.debug("udp error", extra={"error": str(exc)})
+
+    def send(self, data: bytes, address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, address)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def check_serial_device(device: str) -> None:
+    """Raise IngestError with what to do when a configured port is missing."""
+    if not os.path.exists(device):
+        raise IngestError(
+            f"serial port {device} does not exist; check the cable/adapter and the device name "
+            f"(ls /dev/serial/by-id/) or remove it from [[ingest.serial]]"
+        )
+    if not os.access(device, os.R_OK | os.W_OK):
+        raise IngestError(f"serial port {device} is not readable and writable by this user; add the user to group 'dialout'")
+
+
+class SerialLink:
+    """One serial port, raw 8N1, COBS packets.  A port that disappears (USB
+    adapter unplugged) is reopened every ``retry`` seconds; the gateway keeps
+    running."""
+
+    def __init__(self, handle, device: str, baud: int = 115200, retry: float = 2.0, on_state=None,
+                 on_malformed=None) -> None:
+        self._handle = handle
+        self.device = device
+        self.baud = baud
+        self.retry = retry
+        self.name = "serial"
+        self._on_state = on_state or (lambda up: None)
+        self._on_malformed = on_malformed or (lambda count: None)  # broken COBS packets
+        self._fd: int | None = None
+        self._deframer = cobs.Deframer()
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self.malformed = 0
+        self.accepting = True
+
+    def open(self) -> None:
+        """Open now (raises IngestError: used at start, where a missing port is an error)."""
+        check_serial_device(self.device)
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise IngestError(f"cannot open serial port {self.device} ({exc.strerror})") from None
+        try:
+            tty.setraw(fd)
+            attrs = termios.tcgetattr(fd)
+            speed = _BAUD.get(self.baud)
+            if speed is None:
+                raise IngestError(f"serial port {self.device}: baud rate {self.baud} is not supported; use one of {sorted(_BAUD)}")
+            attrs[4] = attrs[5] = speed
+            attrs[2] |= termios.CLOCAL | termios.CREAD
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        except termios.error as exc:
+            os.close(fd)
+            raise IngestError(f"cannot configure serial port {self.device} ({exc})") from None
+        except IngestError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._deframer = cobs.Deframer()
+        asyncio.get_running_loop().add_reader(fd, self._readable)
+        self._on_state(True)
+        log.info("serial port open", extra={"device": self.device, "baud": self.baud})
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, 65536)  # type: ignore[arg-type]
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(exc.strerror)
+            return
+        if not chunk:
+            self._lost("end of file")
+            return
+        errors = self._deframer.errors
+        for packet in self._deframer.feed(chunk):
+            if self.accepting:
+                self._handle(packet, self, None)
+        if self._deframer.errors != errors:
+            self.malformed += self._deframer.errors - errors
+            self._on_malformed(self._deframer.errors - errors)
+
+    def _lost(self, why: str) -> None:
+        log.error("serial port lost; retrying", extra={"device": self.device, "error": why, "retry_s": self.retry})
+        self._close_fd()
+        if not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.retry)
+            if self._closed:
+                return
+            try:
+                self._open()
+                return
+            except IngestError as exc:
+                log.debug("serial port still unavailable", extra={"device": self.device, "error": str(exc)})
+
+    def send(self, data: bytes, address) -> None:
+        if self._fd is None:
+            return
+        packet = cobs.frame(data)
+        try:
+            written = os.write(self._fd, packet)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._lost(exc.strerror)
+            return
+        if written < len(packet):  # output buffer full: the node retransmits and gets a re-ACK
+            log.debug("serial ACK truncated", extra={"device": self.device})
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._fd)
+            except RuntimeError:
+                pass
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+            self._on_state(False)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        self._close_fd()

@@ -1,0 +1,59 @@
+"""The gateway's Prometheus metrics, on a registry of their own (tests and
+several gateways in one process must not collide on the global one).
+
+Served by prometheus-client's HTTP server, bound to 127.0.0.1 by default:
+metrics name nodes, and nodes are plant topology."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .errors import MetricsError
+
+PREFIX = "smemet_gateway"
+
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames_received = Counter(f"{PREFIX}_frames_received", "Frames received, by link", ["link"], registry=r)
+        self.frames_accepted = Counter(f"{PREFIX}_frames_accepted", "New frames committed to the outbox", registry=r)
+        self.frames_duplicate = Counter(
+            f"{PREFIX}_frames_duplicate", "Retransmissions of committed frames (re-ACKed, not delivered again)", registry=r
+        )
+        self.frames_rejected = Counter(f"{PREFIX}_frames_rejected", "Frames rejected, by protocol reason code", ["reason"], registry=r)
+        self.frames_refused_full = Counter(
+            f"{PREFIX}_frames_refused_full", "Valid frames not stored because the outbox was full (ACK status full)", registry=r
+        )
+        self.acks_sent = Counter(f"{PREFIX}_acks_sent", "ACK frames sent, by status", ["status"], registry=r)
+        self.measurements = Counter(f"{PREFIX}_measurements_processed", "Measurement rows written by processing", registry=r)
+        self.commit_seconds = Histogram(
+            f"{PREFIX}_commit_seconds", "Duration of a group commit (fsync included)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0), registry=r,
+        )
+        self.commit_frames = Histogram(
+            f"{PREFIX}_commit_frames", "Frames per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r,
+        )
+        self.outbox_frames = Gauge(f"{PREFIX}_outbox_frames", "Frames held in the outbox (audit and unprocessed)", registry=r)
+        self.outbox_measurements = Gauge(f"{PREFIX}_outbox_measurements", "Measurements held for routes", registry=r)
+        self.outbox_bytes = Gauge(f"{PREFIX}_outbox_bytes", "Outbox database bytes in use", registry=r)
+        self.outbox_max_bytes = Gauge(f"{PREFIX}_outbox_max_bytes", "Configured outbox size limit", registry=r)
+        self.storage_full = Gauge(f"{PREFIX}_storage_full", "1 while the outbox is full and frames are refused (alarm)", registry=r)
+        self.processing_lag = Gauge(f"{PREFIX}_processing_lag_frames", "Committed frames not yet processed", registry=r)
+        self.route_lag = Gauge(f"{PREFIX}_route_lag_measurements", "Measurements a route has not delivered yet", ["route"], registry=r)
+        self.node_last_seen = Gauge(f"{PREFIX}_node_last_seen_timestamp_seconds", "When a node's last valid frame arrived", ["node"], registry=r)
+        self.node_store_depth = Gauge(
+            f"{PREFIX}_node_store_depth", "Frames a node holds unacknowledged (from its status reports)", ["node"], registry=r
+        )
+        self.serial_port_up = Gauge(f"{PREFIX}_serial_port_up", "1 while a serial port is open", ["device"], registry=r)
+
+    def serve(self, bind: str, port: int):
+        """Start the HTTP endpoint; returns (server, thread) or None when port is 0."""
+        if port == 0:
+            return None
+        try:
+            return start_http_server(port, addr=bind, registry=self.registry)
+        except OSError as exc:
+            raise MetricsError(f"cannot serve metrics on {bind}:{port} ({exc.strerror}); set [metrics] port to a free port or 0") from None

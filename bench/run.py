@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
+import importlib
 import json
 import pathlib
 import sys
@@ -33,10 +33,10 @@ STAGES = [
 
 
 def load(file: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{file[:-3]}", HERE / file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import a stage by its own name (its worker processes re-import it)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    return importlib.import_module(file[:-3])
 
 
 def run_stage(name: str, file: str, quick: bool) -> dict:

@@ -41,6 +41,7 @@ import bench_gateway  # noqa: E402  (its load generator and helpers)
 
 SAMPLES = bench_gateway.SAMPLES
 LATENCY_SAMPLES = 4
+PROFILE: dict = {}  # {"output": path, "format": ...} set by --profile: py-spy records the gateway
 
 
 def route_table(broker_url: str) -> str:
@@ -126,7 +127,9 @@ class Setup:
         self.broker.start()
         self.port = bench_gateway._free_port()  # noqa: SLF001
         extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n'
-        config = write_config(directory, nodes, udp_port=self.port, extra=extra)
+        # SMEMET_BENCH_OUTBOX: extra [outbox] settings to try (e.g. "commit_max_delay = 0.001")
+        config = write_config(directory, nodes, udp_port=self.port, extra=extra,
+                              outbox=os.environ.get("SMEMET_BENCH_OUTBOX", "").replace(";", "\n"))
         self.log_path = os.path.join(directory, "gateway.log")
         with open(self.log_path, "wb") as log:
             self.gateway = subprocess.Popen([sys.executable, "-m", "smemet.gateway", "run", "--config", config],
@@ -136,8 +139,19 @@ class Setup:
         while not os.path.exists(os.path.join(directory, "outbox.sqlite")) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)
+        self.profiler = None
+        if PROFILE:
+            self.profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(self.gateway.pid), "--rate", "250", "--nonblocking",
+                 "--format", PROFILE["format"], "--output", PROFILE["output"]],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # let it attach
 
     def close(self) -> int:
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)  # writes the profile
+            self.profiler.wait(60)
         self.counter.close()
         self.gateway.send_signal(signal.SIGTERM)
         try:
@@ -273,7 +287,26 @@ def run(quick: bool = False) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    print(json.dumps(run(parser.parse_args().quick), indent=2))
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record the gateway with py-spy into FILE (.svg flame graph, .txt collapsed stacks, "
+                             "else speedscope JSON)")
+    parser.add_argument("--throughput", metavar="NODES:FRAMES", help="only this throughput run, e.g. 10:1000")
+    parser.add_argument("--latency", metavar="RATE:SECONDS", help="only this latency run, e.g. 10000:10")
+    args = parser.parse_args()
+    if args.profile:
+        fmt = {".svg": "flamegraph", ".txt": "raw"}.get(pathlib.Path(args.profile).suffix, "speedscope")
+        PROFILE.update(output=args.profile, format=fmt)
+    if args.throughput or args.latency:
+        figures = {}
+        if args.throughput:
+            nodes, frames = map(int, args.throughput.split(":"))
+            figures["throughput"] = throughput(nodes, frames)
+        if args.latency:
+            rate, seconds = map(float, args.latency.split(":"))
+            figures["latency"] = latency(rate, seconds)
+    else:
+        figures = run(args.quick)
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,11 @@ class Outbox:
             self._writer.executescript(_SCHEMA)
             self._check_schema()
             self._reader = _connect(path, "FULL")
-            self._cursor_db = _connect(path, "FULL")
+            # Routes save cursors often, on the event loop: no fsync of their own
+            # (WAL, NORMAL).  A cursor commit lost to a power cut only makes a
+            # route resend (deduplicated by (node, seq)); the WAL's order means
+            # a cursor never outlives the measurements it points past.
+            self._cursor_db = _connect(path, "NORMAL")
         except sqlite3.Error as exc:
             raise OutboxError(f"{path}: cannot open the outbox database ({exc})") from None
         self._cursor_lock = threading.Lock()
@@ -354,6 +358,30 @@ class Outbox:
                 out.append(Measurement(id_, node, seq, channel, time, value, unit, QUALITY_NAMES[quality], reason, kind_name))
                 if len(out) >= limit:
                     return out
+        return out
+
+    def read_frames(self, after_id: int, max_frames: int) -> list[tuple[int, str, int, str, tuple]]:
+        """What ``read`` gives, a stored frame at a time and without a
+        ``Measurement`` per row: (first_id, node, seq, kind, rows) for up to
+        ``max_frames`` frames holding ids > ``after_id``; rows are the stored
+        (channel, time, value, unit, quality code, reason) tuples, ids
+        ``first_id``, ``first_id + 1``, ...  Routes use this when the source
+        offers it (routes/payload.py ``FrameBlock``)."""
+        frames = self._reader.execute(
+            "SELECT frame_id, node, seq, kind, rows FROM measurements WHERE frame_id >= ? ORDER BY frame_id LIMIT ?",
+            (after_id // ID_SPACE, max_frames),
+        ).fetchall()
+        out = []
+        loads = marshal.loads
+        for frame_id, node, seq, kind, blob in frames:
+            rows = loads(blob)
+            first = frame_id * ID_SPACE
+            if first <= after_id:  # the frame the read position falls in
+                skip = after_id - first + 1
+                if skip >= len(rows):
+                    continue
+                rows, first = rows[skip:], first + skip
+            out.append((first, node, seq, KIND_NAMES[kind], rows))
         return out
 
     def load_cursor(self, route: str) -> int:

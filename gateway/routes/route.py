@@ -26,7 +26,8 @@ from paho.mqtt.properties import Properties
 from ..model import MeasurementSource
 from .config import RouteConfig, tls_context
 from .metrics import RouteMetrics
-from .payload import CONTENT_TYPES, Message, Selector, encode_batch
+from .payload import CONTENT_TYPES, FrameBlock, Selector, SenmlWriter, encode_batch, encode_frames
+from .publisher import Publisher
 from .tracker import AckTracker
 
 log = logging.getLogger("smemet.gateway.routes")
@@ -35,7 +36,8 @@ log = logging.getLogger("smemet.gateway.routes")
 _paho_log = logging.getLogger("smemet.gateway.routes.mqtt")
 _paho_log.setLevel(logging.CRITICAL)
 
-BATCH = 500  # measurements read from the outbox at once
+BATCH = 500  # measurements read at once from a source without read_frames
+FRAME_BATCH = 64  # frames read at once from the outbox (read_frames)
 CURSOR_SAVE_INTERVAL = 0.5  # seconds; a crash only re-sends (dedup removes it)
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 OUTAGE_LOG_INTERVAL = 60.0  # at most one "still down" line per minute per route
@@ -60,6 +62,7 @@ class Route:
         self.protocol: aiomqtt.ProtocolVersion | None = None  # learnt in "auto" mode
         self.version = aiomqtt.ProtocolVersion.V311  # of the current session
         self.outage = _OutageLog(config)
+        self._tracker = AckTracker(0)  # the current session's
 
     async def run(self, stop: asyncio.Event) -> None:
         name = self.config.name
@@ -95,12 +98,13 @@ class Route:
         if client is None:
             return
         cfg = self.config
-        refused = _watch_refusals(client)
-        tracker = AckTracker(self.cursor)
+        tracker = self._tracker = AckTracker(self.cursor)
+        publisher = Publisher(client, cfg.max_in_flight, self._acked)
+        refused = _watch_refusals(client, publisher)
 
         async def deliver() -> None:
             await client.publish(cfg.status_topic, _status("online", cfg), qos=1, retain=True)
-            await self._pump(client, tracker, stop)
+            await self._pump(client, tracker, publisher, stop)
 
         try:
             self.metrics.connected(cfg.name, True)
@@ -195,68 +199,59 @@ class Route:
 
     # -- publishing -------------------------------------------------------
 
-    async def _pump(self, client: aiomqtt.Client, tracker: AckTracker, stop: asyncio.Event) -> None:
+    async def _pump(self, client: aiomqtt.Client, tracker: AckTracker, publisher: Publisher,
+                    stop: asyncio.Event) -> None:
         cfg = self.config
         props = self._properties()
-        slots = asyncio.Semaphore(cfg.max_in_flight)
         timeout = max(30.0, cfg.keepalive * 2.0)
-        publishes: set[asyncio.Task] = set()
-        failed: asyncio.Future = asyncio.get_running_loop().create_future()
-
-        async def publish(msg: Message, token: list) -> None:
-            try:
-                await client.publish(msg.topic, msg.payload, qos=1, properties=props, timeout=timeout)
-            except BaseException as exc:
-                if not failed.done() and not isinstance(exc, asyncio.CancelledError):
-                    failed.set_exception(exc)
-                raise
-            finally:
-                slots.release()
-            tracker.done(token)
-            self.metrics.published(cfg.name)
-
-        def reap(task: asyncio.Task) -> None:
-            publishes.discard(task)
-            if not task.cancelled():
-                task.exception()  # retrieved here; reported through ``failed``
-
+        read_frames = getattr(self.source, "read_frames", None)  # the outbox's row-level read
+        writer = SenmlWriter()
         read_pos = tracker.acked
-        try:
-            while not stop.is_set() and not failed.done():
+        while not stop.is_set():
+            self._check_overdue(publisher, timeout)
+            if read_frames is not None:
+                blocks = [FrameBlock(*block) for block in read_frames(read_pos, FRAME_BATCH)]
+                if blocks:
+                    messages = encode_frames(cfg, self.select, blocks, writer)
+                    consumed = blocks[-1].last_id
+            else:
                 batch = self.source.read(read_pos, BATCH)
-                if not batch:
-                    self._after_progress(tracker, read_pos, idle=True)
-                    await _wait_any(
-                        self.source.wait_beyond(read_pos, timeout=1.0), stop.wait(), asyncio.shield(failed)
-                    )
-                    continue
-                self.highest_seen = max(self.highest_seen, batch[-1].id)
-                messages, consumed = encode_batch(cfg, self.select, batch, more=len(batch) == BATCH)
-                complete = True
-                for msg in messages:
-                    await slots.acquire()
-                    if stop.is_set() or failed.done():
-                        slots.release()
-                        complete = False
+                blocks = batch
+                if batch:
+                    messages, consumed = encode_batch(cfg, self.select, batch, more=len(batch) == BATCH)
+            if not blocks:
+                self._after_progress(tracker, read_pos, idle=True)
+                await _wait_any(self.source.wait_beyond(read_pos, timeout=1.0), stop.wait())
+                continue
+            self.highest_seen = max(self.highest_seen, consumed)
+            publish = publisher.publish
+            for msg in messages:
+                while publisher.full:
+                    await _wait_any(publisher.room(), stop.wait(), timeout=1.0)
+                    if stop.is_set():
                         break
-                    task = asyncio.ensure_future(publish(msg, tracker.add(msg.last_id, msg.oldest_time)))
-                    publishes.add(task)
-                    task.add_done_callback(reap)
-                if not complete:
+                    self._check_overdue(publisher, timeout)
+                if stop.is_set():
                     break
+                publish(msg.topic, msg.payload, props, tracker.add(msg.last_id, msg.oldest_time))
+            else:
                 tracker.skip(consumed)
                 read_pos = consumed
                 self._after_progress(tracker, read_pos, idle=False)
-            if publishes and not failed.done():
-                # Stopping: give outstanding PUBACKs a moment so we resend less.
-                await asyncio.wait(publishes, timeout=DRAIN_TIMEOUT)
-            if failed.done():
-                failed.result()
-        finally:
-            for task in publishes:
-                task.cancel()
-            if publishes:
-                await asyncio.wait(publishes)
+        if publisher.in_flight:
+            # Stopping: give outstanding PUBACKs a moment so we resend less.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(publisher.drained(), DRAIN_TIMEOUT)
+
+    def _acked(self, token: list) -> None:
+        """A PUBACK (through ``Publisher``)."""
+        self._tracker.done(token)
+        self.metrics.published(self.config.name)
+
+    @staticmethod
+    def _check_overdue(publisher: Publisher, timeout: float) -> None:
+        if publisher.overdue(timeout):
+            raise aiomqtt.MqttError(f"no PUBACK within {timeout:.0f} s; reconnecting")
 
     def _after_progress(self, tracker: AckTracker, read_pos: int, idle: bool) -> None:
         self.cursor = tracker.acked
@@ -308,13 +303,14 @@ class _Refusals:
             self.error.cancel()
 
 
-def _watch_refusals(client: aiomqtt.Client) -> _Refusals:
-    """Fail the session when an MQTT 5 broker refuses a publish.
+def _watch_refusals(client: aiomqtt.Client, publisher: Publisher) -> _Refusals:
+    """Route PUBACKs: data messages to ``publisher``, the rest to aiomqtt;
+    and fail the session when an MQTT 5 broker refuses a publish.
 
     aiomqtt reports a PUBACK as success whatever its reason code, so a
     publish an ACL denies would count as delivered and be lost.  We look at
     the reason code first (through paho's callback) and, on a refusal, never
-    let aiomqtt see the PUBACK: the session ends and the cursor stays put.
+    let anyone see the PUBACK: the session ends and the cursor stays put.
     """
     refusals = _Refusals()
     paho = client._client  # noqa: SLF001 - the only place aiomqtt exposes reason codes
@@ -327,7 +323,8 @@ def _watch_refusals(client: aiomqtt.Client) -> _Refusals:
                     BrokerRefused(f"the broker refused a publish ({reason_code}); check its ACL for this user")
                 )
             return
-        inner(c, userdata, mid, reason_code, properties)
+        if not publisher.acked(mid):
+            inner(c, userdata, mid, reason_code, properties)
 
     paho.on_publish = on_publish
     return refusals

@@ -1,0 +1,202 @@
+"""What the field tools read of a gateway: its key store (which nodes are
+registered), its Prometheus endpoint (last valid frame per node, store
+depth, rejects) and its outbox (SQLite, read-only: the newest status frame
+of a node gives its firmware version, store depth, uptime, reset cause).
+
+Nothing here writes to the gateway's files except ``register_node``, which
+goes through the gateway's own key store code (gateway/keys.py: atomic
+write, mode 0600).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from .errors import UserError
+
+CT_STATUS = 65001  # content type of a node's status (health) frame
+LAST_SEEN = "smemet_gateway_node_last_seen_timestamp_seconds"
+STORE_DEPTH = "smemet_gateway_node_store_depth"
+REJECTED = "smemet_gateway_frames_rejected_total"
+DEFAULT_METRICS_URL = "http://127.0.0.1:9470/metrics"
+
+
+@dataclass
+class GatewayFiles:
+    """Where a gateway keeps what the tools read."""
+
+    keys_file: str
+    outbox: str | None = None  # outbox database, when known
+    metrics_url: str | None = None  # Prometheus endpoint, when enabled
+    udp_port: int | None = None
+    source: str = ""  # the gateway.toml, for messages
+
+
+def from_config(path: str) -> GatewayFiles:
+    """Read a gateway.toml (one line for any mistake in it)."""
+    from smemet.gateway.config import load_config
+    from smemet.gateway.errors import GatewayError
+
+    try:
+        config = load_config(path)
+    except GatewayError as exc:
+        raise UserError(f"bad gateway config: {exc}") from None
+    metrics = None
+    if config.metrics.port:
+        host = config.metrics.bind
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        host = f"[{host}]" if ":" in host else host
+        metrics = f"http://{host}:{config.metrics.port}/metrics"
+    udp = config.udp.port if config.udp is not None else None
+    return GatewayFiles(config.keys_file, config.outbox.path, metrics, udp, path)
+
+
+def gateway_files(gateway_config: str | None, keys: str | None, metrics: str | None = None,
+                  outbox: str | None = None) -> GatewayFiles:
+    """From ``--gateway-config FILE`` or ``--keys FILE`` (with optional
+    ``--metrics URL`` / ``--outbox FILE``)."""
+    if gateway_config:
+        files = from_config(gateway_config)
+        if metrics:
+            files.metrics_url = metrics
+        return files
+    if not keys:
+        raise UserError("say where the gateway's key store is: --gateway-config /etc/smemet/gateway.toml "
+                        "(or --keys FILE)")
+    return GatewayFiles(keys, outbox, metrics or DEFAULT_METRICS_URL)
+
+
+# ---------------------------------------------------------------- key store
+
+
+def registered_nodes(keys_file: str) -> dict[str, bytes]:
+    """node id -> key, read with the gateway's own checks (owner, mode 600)."""
+    from smemet.gateway.errors import GatewayError
+    from smemet.gateway.keys import KeyStore
+
+    try:
+        store = KeyStore.load(keys_file)
+    except GatewayError as exc:
+        raise UserError(str(exc)) from None
+    return {node: store.get(node.encode()) for node in store.nodes()}
+
+
+def register_node(keys_file: str, node: str, key: bytes | None = None) -> tuple[bytes, bool]:
+    """The node's key and whether it is new: an already registered node
+    keeps its key (re-running commission or sim must not break a node that
+    has it); otherwise ``key`` (or a fresh one) is added to the key store."""
+    import os
+
+    from smemet.gateway.errors import GatewayError
+    from smemet.gateway.keys import add_key, validate_node_id
+
+    try:
+        validate_node_id(node)
+        if os.path.exists(keys_file):
+            known = registered_nodes(keys_file)
+            if node in known:
+                return known[node], False
+        return add_key(keys_file, node, key), True
+    except GatewayError as exc:
+        raise UserError(str(exc)) from None
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class Metrics(dict):
+    """{(sample name, sorted label items): value} of one scrape."""
+
+    def value(self, name: str, **labels) -> float | None:
+        return self.get((name, tuple(sorted(labels.items()))))
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        return {dict(labels).get(label, "?"): v for (n, labels), v in self.items() if n == name}
+
+
+def scrape(url: str, timeout: float = 3.0) -> Metrics:
+    """One scrape of the gateway's metrics; UserError when it does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"the gateway does not answer at {url} ({reason}): is it running "
+                        "(systemctl status smemet-gateway)? is [metrics] port enabled in its config?") from None
+    out = Metrics()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def _open_outbox(path: str) -> sqlite3.Connection | None:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        db.execute("SELECT 1 FROM frames LIMIT 1")
+        return db
+    except sqlite3.Error:
+        return None
+
+
+def outbox_view(path: str | None) -> OutboxView | None:
+    if not path:
+        return None
+    db = _open_outbox(path)
+    return OutboxView(db) if db is not None else None
+
+
+class OutboxView:
+    """Read-only queries on the outbox while the gateway runs (WAL)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def last_frame(self, node: str) -> float | None:
+        """Arrival time of the node's newest stored frame."""
+        row = self.db.execute("SELECT received FROM frames WHERE node = ? ORDER BY seq DESC LIMIT 1", (node,)).fetchone()
+        return row[0] if row else None
+
+    def frames_since(self, node: str, since: float) -> int:
+        return self.db.execute("SELECT count(*) FROM frames WHERE node = ? AND received >= ?", (node, since)).fetchone()[0]
+
+    def latest_status(self, node: str) -> dict:
+        """The records of the node's newest status frame: fw, store_depth,
+        uptime, reset_cause, heap_free, ... (empty when none is stored)."""
+        from smemet.gateway.pipeline import redecode
+
+        row = self.db.execute(
+            "SELECT raw, received FROM frames WHERE node = ? AND content_type = ? ORDER BY seq DESC LIMIT 1",
+            (node, CT_STATUS),
+        ).fetchone()
+        if row is None:
+            return {}
+        opened = redecode(bytes(row[0]), row[1])
+        if opened is None:
+            return {}
+        status = dict(zip(opened.names, opened.values))
+        status["_received"] = row[1]
+        return status
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def age_text(then: float | None, now: float | None = None) -> str:
+    """"12s ago", "3m ago", "never"."""
+    if not then:
+        return "never"
+    seconds = max(0.0, (now or time.time()) - then)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"

@@ -1,0 +1,181 @@
+"""Talking to a node over its serial console with ``mpremote`` (a
+subprocess, as a field engineer would type it): copy a firmware image with
+per-file progress, hash files on the device, read small files, run a
+snippet.
+
+Every call uses ``mpremote connect PORT resume …``: ``resume`` skips the
+automatic soft reset, which works the same on a board and on a SimNode's
+PTY; a running firmware is interrupted (Ctrl-C) and the node is left at its
+REPL until restarted (serial_port.Console.soft_reset).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+from .serial_port import check_port
+
+# Runs on the device: the sha256 of each file, read in small chunks (a board
+# has little RAM); "-" for a missing file.
+_HASH_SNIPPET = """\
+import hashlib, binascii
+_b = bytearray(256)
+_m = memoryview(_b)
+for _p in {paths!r}:
+    try:
+        _f = open(_p, 'rb')
+    except OSError:
+        print('HASH', _p, '-')
+        continue
+    _h = hashlib.sha256()
+    while True:
+        _n = _f.readinto(_b)
+        if not _n:
+            break
+        _h.update(_m[:_n])
+    _f.close()
+    print('HASH', _p, binascii.hexlify(_h.digest()).decode())
+"""
+
+_MKDIRS_SNIPPET = """\
+import os
+for _d in {dirs!r}:
+    try:
+        os.mkdir(_d)
+    except OSError:
+        pass
+"""
+
+
+def mpremote_command() -> list[str]:
+    beside = Path(sys.executable).with_name("mpremote")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("mpremote")
+    if found:
+        return [found]
+    raise UserError("mpremote is not installed: pip install mpremote (it comes with smemet's dependencies)")
+
+
+def _explain(port: str, output: str) -> str:
+    """One line for a failed mpremote run: its last message and what to do."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "mpremote failed"
+    low = output.lower()
+    if "raw repl" in low or "timeout" in low:
+        hint = "the node did not answer at its REPL: press its reset button (or power-cycle it) and try again"
+    elif "in use" in low or "busy" in low or "permission" in low:
+        hint = "close other programs using the port (screen, minicom, Thonny, another smemet)"
+    elif "no space" in low or "enospc" in low or "28" in last:
+        hint = "the node's flash is full: erase it (e.g. mpremote rm -r :store) and try again"
+    else:
+        hint = "check the cable and that the node runs MicroPython"
+    return f"mpremote on {port}: {last}; {hint}"
+
+
+def run(port: str, args: list[str], timeout: float = 60.0, on_line: Callable[[str], None] | None = None) -> str:
+    """Run ``mpremote connect PORT resume ARGS``; stdout lines go to
+    ``on_line`` as they come.  Returns stdout; raises UserError on failure."""
+    check_port(port)
+    command = mpremote_command() + ["connect", port, "resume", *args]
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise UserError(f"cannot run mpremote: {exc.strerror}") from None
+    out: list[str] = []
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        import threading
+
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            for line in process.stdout:
+                out.append(line)
+                if on_line:
+                    on_line(line.rstrip("\n"))
+            err = process.stderr.read()
+            code = process.wait()
+        finally:
+            timer.cancel()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    stdout = "".join(out)
+    if code == -9:
+        raise UserError(f"mpremote on {port}: no answer within {timeout:.0f} s; "
+                        "press the node's reset button (or power-cycle it) and try again")
+    if code != 0 or "Traceback (most recent call last)" in stdout:
+        raise UserError(_explain(port, err + "\n" + stdout))
+    return stdout
+
+
+def exec_snippet(port: str, code: str, timeout: float = 30.0) -> str:
+    return run(port, ["exec", code], timeout)
+
+
+def platform(port: str) -> str:
+    """``sys.platform`` of the node: linux (the unix port: sim board), esp32, rp2."""
+    return exec_snippet(port, "import sys; print('PLATFORM', sys.platform)").split("PLATFORM", 1)[-1].split()[0]
+
+
+def read_json(port: str, path: str) -> dict | None:
+    """A JSON file from the node's flash, or None when it is missing or unreadable."""
+    out = exec_snippet(port, f"try:\n print('JSON', open({path!r}).read())\nexcept OSError:\n print('JSON -')")
+    text = out.split("JSON ", 1)[-1].strip()
+    if text == "-":
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def hash_files(port: str, paths: list[str], timeout: float = 120.0) -> dict[str, str | None]:
+    """sha256 (hex) of each file on the node; None for a missing one."""
+    out = run(port, ["exec", _HASH_SNIPPET.format(paths=list(paths))], timeout)
+    hashes: dict[str, str | None] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "HASH":
+            hashes[parts[1]] = None if parts[2] == "-" else parts[2]
+    return hashes
+
+
+def _directories(paths: list[str]) -> list[str]:
+    dirs = set()
+    for path in paths:
+        parent = posixpath.dirname(path)
+        while parent:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
+
+
+def copy_files(port: str, source: Path, paths: list[str], on_copied: Callable[[int, str], None] | None = None,
+               timeout: float = 600.0) -> None:
+    """Copy ``source/<path>`` to ``:<path>`` for each path, in order, in one
+    mpremote session (directories made first); ``on_copied(index, path)``
+    after each file."""
+    source = Path(source)
+    args = ["exec", _MKDIRS_SNIPPET.format(dirs=_directories(paths))]
+    for path in paths:
+        args += ["+", "fs", "cp", str(source / path), ":" + path]
+    by_line = {f"cp {source / path} :{path}": (i, path) for i, path in enumerate(paths)}
+
+    def seen(line: str) -> None:
+        hit = by_line.get(line.strip())
+        if hit is not None and on_copied:
+            on_copied(*hit)
+
+    run(port, args, timeout, on_line=seen)

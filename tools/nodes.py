@@ -1,0 +1,123 @@
+"""``smemet nodes``: the nodes a gateway knows — registered in its key
+store — with when each was last seen, how many frames it still holds
+unacknowledged (store depth), its firmware version, uptime and last reset
+cause, and the gateway's frame rejects by reason.
+
+Sources: the key store (who is registered), the metrics endpoint (last seen
+and store depth of the running gateway), the outbox (the newest status frame
+of each node, kept for the audit retention — so this also works while the
+gateway is stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from . import gateway_state
+from .errors import UserError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "nodes",
+        help="registered nodes: last seen, store depth, firmware version, rejects",
+        description="List the nodes in the gateway's key store with last seen, store depth (frames the node "
+        "holds unacknowledged), firmware version, uptime and reset cause from their status reports, and the "
+        "gateway's rejects by reason. Run it on the gateway host as the gateway's user.",
+    )
+    parser.add_argument("--gateway-config", metavar="FILE", default=None,
+                        help="the gateway's gateway.toml (default /etc/smemet/gateway.toml when --keys is not given)")
+    parser.add_argument("--keys", metavar="FILE", help="the key store, when there is no gateway.toml at hand")
+    parser.add_argument("--metrics", metavar="URL", help="the gateway's metrics endpoint (default: from the config)")
+    parser.add_argument("--outbox", metavar="FILE", help="the gateway's outbox database (with --keys)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def collect(files: gateway_state.GatewayFiles, now: float | None = None) -> dict:
+    """Everything ``nodes`` shows, as a dict (the --json output)."""
+    now = now or time.time()
+    keys = gateway_state.registered_nodes(files.keys_file)
+    metrics = None
+    problem = None
+    if files.metrics_url:
+        try:
+            metrics = gateway_state.scrape(files.metrics_url)
+        except UserError as exc:
+            problem = str(exc)
+    outbox = gateway_state.outbox_view(files.outbox)
+    if metrics is None and outbox is None:
+        raise UserError(problem or f"cannot read the gateway's state: no metrics endpoint and the outbox "
+                        f"{files.outbox or '(unknown)'} is not readable; run as the gateway's user "
+                        "(sudo -u smemet smemet nodes ...)")
+    rows = []
+    try:
+        for node in sorted(keys):
+            status = outbox.latest_status(node) if outbox else {}
+            last_seen = metrics.value(gateway_state.LAST_SEEN, node=node) if metrics else None
+            if not last_seen and outbox:
+                last_seen = outbox.last_frame(node)
+            depth = metrics.value(gateway_state.STORE_DEPTH, node=node) if metrics else None
+            if depth is None:
+                depth = status.get("store_depth")
+            rows.append({
+                "node": node,
+                "last_seen": last_seen or None,
+                "last_seen_age_s": round(now - last_seen, 1) if last_seen else None,
+                "store_depth": int(depth) if isinstance(depth, (int, float)) else None,
+                "fw": status.get("fw"),
+                "uptime_s": status.get("uptime"),
+                "reset_cause": status.get("reset_cause"),
+                "cfg_ver": status.get("cfg_ver"),
+                "store_dropped": status.get("store_dropped"),
+            })
+    finally:
+        if outbox:
+            outbox.close()
+    rejects = {}
+    if metrics:
+        rejects = {reason: int(v) for reason, v in metrics.by_label(gateway_state.REJECTED, "reason").items() if v}
+    return {"gateway": "running" if metrics else "not reachable", "problem": problem, "nodes": rows, "rejects": rejects}
+
+
+def _cell(value, missing: str = "—") -> str:
+    if value is None:
+        return missing
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def render(state: dict, now: float | None = None) -> str:
+    header = f"{'node':<24} {'last seen':>10} {'store depth':>11} {'fw':<10} {'uptime':>8}  reset cause"
+    lines = [header, "-" * len(header)]
+    for row in state["nodes"]:
+        uptime = row["uptime_s"]
+        lines.append(
+            f"{row['node'][:24]:<24} {gateway_state.age_text(row['last_seen'], now):>10} "
+            f"{_cell(row['store_depth']):>11} {_cell(row['fw']):<10} "
+            f"{(_cell(uptime) + 's') if uptime is not None else '—':>8}  {_cell(row['reset_cause'])}"
+        )
+    if not state["nodes"]:
+        lines.append("(no nodes registered: add one with smemet commission or smemet gateway keys add)")
+    rejects = ", ".join(f"{reason} {n}" for reason, n in sorted(state["rejects"].items())) or "none"
+    lines.append(f"{len(state['nodes'])} nodes; gateway {state['gateway']}; rejects since gateway start: {rejects}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    config = args.gateway_config
+    if not config and not args.keys:
+        config = "/etc/smemet/gateway.toml"
+    files = gateway_state.gateway_files(config, args.keys, args.metrics, args.outbox)
+    state = collect(files)
+    if state["problem"]:
+        print(f"smemet nodes: {state['problem']} (showing what the key store and outbox say)", file=sys.stderr)
+    if args.json:
+        json.dump(state, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render(state))
+    return 0

@@ -1,0 +1,111 @@
+"""``smemet sim``: simulated nodes — the real firmware in MicroPython VMs,
+the HIL bench's SimNode — running a plant scenario against a gateway.
+
+Node keys come from the gateway's key store: a node already in it keeps its
+key, a new one gets a fresh key added (mode 0600; the gateway loads it at
+its next start).  Each node's flash lives in ``--flash-dir/<node>`` and is
+kept, so a second run carries on with its sequence numbers and anything
+it could not deliver.  Ctrl-C (or ``--duration``) stops every node.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import flash, gateway_state, node_config, sim_fleet
+from .errors import UserError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sim",
+        help="run simulated nodes (the real firmware in MicroPython) against a gateway",
+        description="Start N simulated nodes running a plant scenario, sending to a gateway over UDP; their "
+        "console lines are printed with the node's name. Ctrl-C stops them. Scenarios: "
+        + ", ".join(sorted(sim_fleet.scenarios.SCENARIOS)) + ".",
+    )
+    parser.add_argument("--nodes", type=int, default=1, metavar="N", help="how many nodes (default 1)")
+    parser.add_argument("--scenario", default="furnace_heatup", help="the plant scenario (default furnace_heatup)")
+    keys = parser.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--gateway-config", metavar="FILE", help="the gateway's gateway.toml (key store and UDP port)")
+    keys.add_argument("--keys", metavar="FILE", help="a key store: nodes in it keep their key, others are added")
+    parser.add_argument("--gateway", metavar="HOST[:PORT]",
+                        help="where the nodes send (default 127.0.0.1 and the config's UDP port, else 47000)")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("--heap", default=sim_fleet.SIM_HEAP, help=f"each node's MicroPython heap (default {sim_fleet.SIM_HEAP})")
+    parser.add_argument("--prefix", default="sim", help="node ids are PREFIX-1 ... PREFIX-N (default sim)")
+    parser.add_argument("--flash-dir", default="build/sim", metavar="DIR", help="the nodes' flash (default build/sim)")
+    parser.add_argument("--image", metavar="DIR", help="a built firmware image (default: build now)")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="scenario seconds per second (default 1)")
+    parser.add_argument("--period-ms", type=int, help="sampling period of every channel (default: the scenario's)")
+    parser.set_defaults(func=run)
+
+
+def _stop_on_sigterm() -> None:
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def run(args) -> int:
+    if not 1 <= args.nodes <= 64:
+        raise UserError("--nodes must be 1..64")
+    if args.duration is not None and args.duration <= 0:
+        raise UserError("--duration must be positive (seconds)")
+    sim_fleet.check_heap(args.heap)
+    story = sim_fleet.scenario(args.scenario, args.period_ms)
+    if args.gateway_config:
+        files = gateway_state.from_config(args.gateway_config)
+        keys_file, default_port = files.keys_file, files.udp_port or node_config.DEFAULT_GATEWAY_PORT
+    else:
+        keys_file, default_port = args.keys, node_config.DEFAULT_GATEWAY_PORT
+    gateway = node_config.parse_gateway(args.gateway or "127.0.0.1", default_port)
+    image = flash.image_from(args.image)
+
+    names = [f"{args.prefix}-{i}" for i in range(1, args.nodes + 1)]
+    added = []
+    keys = {}
+    for name in names:
+        keys[name], new = gateway_state.register_node(keys_file, name)
+        if new:
+            added.append(name)
+    if added:
+        print(f"sim: added keys for {', '.join(added)} to {keys_file}; restart the gateway so it loads them "
+              "(the nodes keep their readings until it does)", file=sys.stderr, flush=True)
+
+    def show(node: str, line: str) -> None:
+        print(f"[{node}] {line}", flush=True)
+
+    fleet = sim_fleet.Fleet(Path(args.flash_dir), image.path, args.heap, on_line=show)
+    _stop_on_sigterm()
+    started = time.monotonic()
+    try:
+        for name in names:
+            fleet.add(name, sim_fleet.node_config(name, keys[name], story, gateway, args.time_scale), story.sim_json())
+        fleet.start()
+        print(f"sim: {len(names)} nodes running {story.name} -> {gateway[0]}:{gateway[1]} "
+              f"(heap {args.heap}, flash in {args.flash_dir}); Ctrl-C stops", file=sys.stderr, flush=True)
+        next_report = time.monotonic() + 10
+        while args.duration is None or time.monotonic() - started < args.duration:
+            time.sleep(0.2)
+            for name, node in fleet.nodes.items():
+                if node.failed:
+                    raise UserError(f"node {name} stopped: {node.failed}")
+            if time.monotonic() >= next_report:
+                next_report += 10
+                pending = fleet.pending()
+                print(f"sim: {time.monotonic() - started:.0f} s; frames waiting for an ACK: "
+                      + ", ".join(f"{n} {c}" for n, c in pending.items()), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pending = fleet.pending() if fleet.nodes else {}
+        fleet.close()
+    waiting = sum(pending.values())
+    print(f"sim: stopped {len(fleet.nodes)} nodes after {time.monotonic() - started:.0f} s"
+          + (f"; {waiting} frames still in their flash (sent on the next run)" if waiting else ""), file=sys.stderr)
+    return 0

@@ -1,0 +1,63 @@
+"""``smemet demo`` headless: the embedded broker, the gateway and the
+simulated plant; the summary line proves measurements flowed.  Also with a
+real Mosquitto given by --broker, stopped by Ctrl-C, and its mistakes."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from smemet.fieldtest import free_port, smemet
+from smemet.gateway.testing.broker import MosquittoBroker
+
+SUMMARY = re.compile(r"^demo: (\d+) nodes, (\d+) measurements delivered, (\d+) lost", re.MULTILINE)
+
+
+def test_demo_runs_headless_and_delivers_measurements():
+    started = time.monotonic()
+    result = smemet("demo", "--duration", "12", timeout=90)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = SUMMARY.search(result.stdout)
+    assert summary, result.stdout
+    nodes, delivered, lost = map(int, summary.groups())
+    assert nodes == 3 and delivered > 50 and lost == 0, summary.group(0)
+    assert re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p \d+ -t 'smemet/#' -v", result.stdout)
+    assert "smemet monitor --broker mqtt://127.0.0.1:" in result.stdout
+    first = re.search(r"first measurements after ([\d.]+) s", result.stderr)
+    assert first and float(first.group(1)) < 15, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and took < 40
+
+
+def test_demo_with_a_given_broker_stops_cleanly_on_ctrl_c(tmp_path):
+    with MosquittoBroker(tmp_path / "broker") as broker:
+        sub = broker.subscriber("smemet/+/+").start()
+        demo = subprocess.Popen([sys.executable, "-m", "smemet", "demo", "--nodes", "2", "--broker", broker.url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while len({m.json()["node"] for m in sub.snapshot()}) < 2:
+                assert time.monotonic() < deadline and demo.poll() is None, "no measurements from both nodes"
+                time.sleep(0.2)
+        finally:
+            demo.send_signal(signal.SIGINT)
+            out, err = demo.communicate(timeout=40)
+        sub.stop()
+    assert demo.returncode == 0, err
+    nodes, delivered, lost = map(int, SUMMARY.search(out).groups())
+    assert nodes == 2 and delivered > 0 and lost == 0
+    assert delivered <= len({(m.json()["node"], m.json()["seq"], m.json()["channel"], m.json()["time"])
+                             for m in sub.snapshot()})
+    assert "Traceback" not in out + err and "embedded MQTT broker" not in err
+
+
+def test_unreachable_broker_is_one_line():
+    result = smemet("demo", "--duration", "5", "--broker", f"mqtt://127.0.0.1:{free_port()}", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("smemet demo: cannot reach the broker")
+    assert "Traceback" not in result.stderr
+    bad = smemet("demo", "--broker", "http://example")
+    assert bad.returncode == 2 and "mqtt://HOST:PORT" in bad.stderr

@@ -1,0 +1,89 @@
+"""``smemet flash`` against a fresh SimNode over its PTY, as against a board
+on /dev/ttyUSB0: copy, verify on the device, restart; and its mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from smemet import errors, serial_port
+from smemet.fieldtest import smemet
+from smemet.firmware_tool import build
+from smemet.sim_fleet import SIM_HEAP
+from smemet.simnode import SimNode
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    out = tmp_path_factory.mktemp("image") / "firmware"
+    build(out)
+    return out
+
+
+@pytest.fixture
+def fresh_node(tmp_path):
+    node = SimNode(tmp_path / "flash", heap=SIM_HEAP)  # an empty board at its REPL
+    node.power_on()
+    node.wait_console(r">>> ")
+    yield node
+    node.close()
+
+
+def test_flash_builds_copies_verifies_and_restarts_a_fresh_node(fresh_node):
+    result = smemet("flash", "--port", fresh_node.console_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((fresh_node.flash / "manifest.json").read_text())
+    files = sorted(manifest["files"]) + ["manifest.json"]
+    assert [line[2:] for line in result.stdout.splitlines() if line.startswith("✓ ")] == files
+    assert "✗" not in result.stdout
+    assert f"[{len(files)}/{len(files)}] manifest.json" in result.stderr  # progress per file
+    for path in manifest["files"]:  # what the device holds is what was built
+        import hashlib
+
+        assert hashlib.sha256((fresh_node.flash / path).read_bytes()).hexdigest() == manifest["files"][path], path
+    # restarted: main.py ran and, with no config yet, says so
+    fresh_node.wait_console(r"config\.json: not found", timeout=15)
+
+
+def test_a_file_that_differs_on_the_device_is_reported(fresh_node, image, tmp_path):
+    tampered = tmp_path / "tampered"
+    import shutil
+
+    shutil.copytree(image, tampered)
+    with open(tampered / "node" / "app.mpy", "ab") as f:
+        f.write(b"\0")  # the manifest still names the original hash
+    result = smemet("flash", "--port", fresh_node.console_path, "--image", str(tampered), "--no-restart")
+    assert result.returncode == 1, result.stdout
+    assert "✗ node/app.mpy (differs from the image)" in result.stdout
+    assert "✓ node/store.mpy" in result.stdout
+    assert "did not verify" in result.stderr
+
+
+def test_no_such_port_is_one_line_and_exit_2(tmp_path):
+    result = smemet("flash", "--port", str(tmp_path / "ttyUSB9"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no such port" in result.stderr and "ls /dev/serial/by-id/" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_regular_file_is_not_a_port(tmp_path):
+    fake = tmp_path / "ttyUSB0"
+    fake.write_text("")
+    result = smemet("flash", "--port", str(fake))
+    assert result.returncode == 2 and "is not a serial device" in result.stderr
+
+
+def test_no_permission_on_the_port_says_which_group(fresh_node, monkeypatch):
+    # As root every device is accessible, so the refusal is simulated at os.access.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(errors.UserError) as raised:
+        serial_port.check_port(fresh_node.console_path)
+    assert "no permission" in str(raised.value) and "usermod -aG" in str(raised.value)
+
+
+def test_an_image_without_manifest_is_refused(fresh_node, tmp_path):
+    result = smemet("flash", "--port", fresh_node.console_path, "--image", str(tmp_path))
+    assert result.returncode == 2 and "not a firmware image" in result.stderr
+    assert not os.listdir(fresh_node.flash), "nothing may be copied from a broken image"

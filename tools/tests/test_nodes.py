@@ -1,0 +1,86 @@
+"""``smemet nodes`` against a real gateway process fed by simulated nodes:
+last seen and store depth from its metrics, firmware version from the status
+frames in its outbox — also while the gateway is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from smemet import sim_fleet
+from smemet.fieldtest import SupervisedGateway, smemet
+from smemet.firmware_tool import build
+
+
+@pytest.fixture
+def running(tmp_path):
+    keys = {"furnace-1": os.urandom(32), "flowloop-2": os.urandom(32), "spare-3": os.urandom(32)}
+    gw = SupervisedGateway(tmp_path / "gw", keys=keys).start()
+    image = tmp_path / "image"
+    build(image)
+    fleet = sim_fleet.Fleet(tmp_path / "nodes", image)
+    for name, story in (("furnace-1", "furnace_heatup"), ("flowloop-2", "wire_break")):
+        s = sim_fleet.scenario(story)
+        fleet.add(name, sim_fleet.node_config(name, keys[name], s, ("127.0.0.1", gw.udp_port)), s.sim_json())
+    fleet.start()
+    yield gw, fleet
+    fleet.close()
+    gw.stop()
+
+
+def _wait_for_status(gw, nodes, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        state = json.loads(smemet("nodes", "--gateway-config", str(gw.config), "--json").stdout)
+        rows = {r["node"]: r for r in state["nodes"]}
+        if all(rows[n]["fw"] for n in nodes):
+            return state
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+
+
+def test_lists_registered_nodes_with_last_seen_store_depth_and_firmware(running):
+    gw, fleet = running
+    state = _wait_for_status(gw, ["furnace-1", "flowloop-2"])
+    rows = {r["node"]: r for r in state["nodes"]}
+    assert sorted(rows) == ["flowloop-2", "furnace-1", "spare-3"]
+    assert state["gateway"] == "running" and state["rejects"] == {}
+    for name in ("furnace-1", "flowloop-2"):
+        row = rows[name]
+        assert row["fw"] == "0.1.0" and row["reset_cause"] == "power-on"
+        assert 0 <= row["last_seen_age_s"] < 10 and isinstance(row["store_depth"], int)
+    assert rows["spare-3"]["last_seen"] is None and rows["spare-3"]["fw"] is None
+
+    table = smemet("nodes", "--gateway-config", str(gw.config))
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["node", "last", "seen"]
+    furnace = next(line for line in lines if line.startswith("furnace-1"))
+    assert "0.1.0" in furnace and "ago" in furnace and "power-on" in furnace
+    assert "never" in next(line for line in lines if line.startswith("spare-3"))
+    assert "3 nodes; gateway running; rejects since gateway start: none" in table.stdout
+
+
+def test_with_the_gateway_stopped_the_outbox_still_tells(running):
+    gw, fleet = running
+    _wait_for_status(gw, ["furnace-1"])
+    fleet.close()
+    gw.stop()
+    result = smemet("nodes", "--gateway-config", str(gw.config), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "does not answer" in result.stderr  # said once, on stderr
+    rows = {r["node"]: r for r in json.loads(result.stdout)["nodes"]}
+    assert rows["furnace-1"]["fw"] == "0.1.0" and rows["furnace-1"]["last_seen"] is not None
+
+
+def test_mistakes(tmp_path):
+    missing = smemet("nodes", "--gateway-config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "config file not found" in missing.stderr
+    keys = tmp_path / "keys.toml"
+    keys.write_text('"a-1" = "' + "ab" * 32 + '"\n')
+    keys.chmod(0o644)
+    open_keys = smemet("nodes", "--keys", str(keys))
+    assert open_keys.returncode == 2 and "chmod 600" in open_keys.stderr

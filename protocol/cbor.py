@@ -3,6 +3,9 @@
 Encoder: unsigned and negative integers, byte and text strings, arrays, maps
 (keys sorted by their encoded bytes), tags, false/true/null, and floats in the
 shortest of binary16/32/64 that holds the value exactly.  Definite lengths only.
+A node writes with the ``write_*`` helpers; ``encode`` (any value) lives in
+cbor_encode.py, loaded on first use on MicroPython so a node's heap never
+holds it.
 
 Decoder: the same subset, strictly: indefinite lengths, duplicate map keys,
 reserved additional information and trailing bytes are errors.  It runs on the
@@ -12,8 +15,9 @@ Runs on MicroPython and CPython alike.
 """
 
 import struct
+import sys
 
-from .errors import MalformedFrame
+from .errors import error
 
 try:
     from micropython import const
@@ -161,53 +165,6 @@ def write_float(out, x):
     out.extend(buf)
 
 
-def _write(out, obj, depth):
-    if depth > _MAX_DEPTH:
-        raise ValueError("nesting too deep")
-    if obj is True:
-        out.append(0xF5)
-    elif obj is False:
-        out.append(0xF4)
-    elif obj is None:
-        out.append(0xF6)
-    elif isinstance(obj, int):
-        write_int(out, obj)
-    elif isinstance(obj, float):
-        write_float(out, obj)
-    elif isinstance(obj, str):
-        write_text(out, obj)
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
-        write_bytes(out, bytes(obj))
-    elif isinstance(obj, (list, tuple)):
-        write_head(out, 4, len(obj))
-        for item in obj:
-            _write(out, item, depth + 1)
-    elif isinstance(obj, dict):
-        # Deterministic order: bytewise order of the encoded keys (§4.2.1).
-        entries = []
-        for key in obj:
-            kb = bytearray()
-            _write(kb, key, depth + 1)
-            entries.append((bytes(kb), key))
-        entries.sort()
-        write_head(out, 5, len(entries))
-        for kb, key in entries:
-            out.extend(kb)
-            _write(out, obj[key], depth + 1)
-    elif isinstance(obj, Tag):
-        write_head(out, 6, obj.tag)
-        _write(out, obj.value, depth + 1)
-    else:
-        raise TypeError("cannot encode %r as CBOR" % (type(obj),))
-
-
-def encode(obj):
-    """Deterministically encoded CBOR bytes of ``obj``."""
-    out = bytearray()
-    _write(out, obj, 0)
-    return bytes(out)
-
-
 # ---------------------------------------------------------------- decoding
 
 
@@ -224,37 +181,44 @@ def half_to_float(h):
 
 
 class _Reader:
+    """Reads items from ``data``, allocating only the values it returns (a
+    node decodes an ACK per frame it sends)."""
+
     def __init__(self, data):
         self.data = data
         self.pos = 0
 
-    def take(self, n):
+    def skip(self, n):
+        """Advance ``n`` bytes; the old position."""
         start = self.pos
         end = start + n
         if end > len(self.data):
-            raise MalformedFrame("CBOR truncated")
+            raise error("malformed", "CBOR truncated")
         self.pos = end
-        return self.data[start:end]
+        return start
+
+    def take(self, n):
+        start = self.skip(n)
+        return self.data[start:self.pos]
 
     def argument(self, info):
         if info < 24:
             return info
-        if info == 24:
-            return self.take(1)[0]
-        if info == 25:
-            return int.from_bytes(self.take(2), "big")
-        if info == 26:
-            return int.from_bytes(self.take(4), "big")
-        if info == 27:
-            return int.from_bytes(self.take(8), "big")
-        if info == 31:
-            raise MalformedFrame("CBOR indefinite length is not allowed")
-        raise MalformedFrame("CBOR reserved additional information %d" % info)
+        if info > 27:
+            if info == 31:
+                raise error("malformed", "CBOR indefinite length is not allowed")
+            raise error("malformed", "CBOR reserved additional information %d" % info)
+        data = self.data
+        start = self.skip(1 << (info - 24))  # 1, 2, 4 or 8 bytes, big-endian
+        value = 0
+        for i in range(start, self.pos):
+            value = (value << 8) | data[i]
+        return value
 
     def item(self, depth):
         if depth > _MAX_DEPTH:
-            raise MalformedFrame("CBOR nested too deep")
-        initial = self.take(1)[0]
+            raise error("malformed", "CBOR nested too deep")
+        initial = self.data[self.skip(1)]
         major = initial >> 5
         info = initial & 0x1F
         if major == 7:
@@ -270,21 +234,24 @@ class _Reader:
             try:
                 return str(self.take(n), "utf-8")
             except UnicodeError:
-                raise MalformedFrame("CBOR text string is not UTF-8")
+                raise error("malformed", "CBOR text string is not UTF-8")
         if major == 4:
             if n > len(self.data) - self.pos:  # each item needs at least a byte
-                raise MalformedFrame("CBOR truncated")
-            return [self.item(depth + 1) for _ in range(n)]
+                raise error("malformed", "CBOR truncated")
+            result = [None] * n
+            for i in range(n):
+                result[i] = self.item(depth + 1)
+            return result
         if major == 5:
             if 2 * n > len(self.data) - self.pos:
-                raise MalformedFrame("CBOR truncated")
+                raise error("malformed", "CBOR truncated")
             result = {}
             for _ in range(n):
                 key = self.item(depth + 1)
-                if isinstance(key, (list, dict, Tag)):
-                    raise MalformedFrame("CBOR map key must be a scalar")
+                if isinstance(key, list) or isinstance(key, dict) or isinstance(key, Tag):
+                    raise error("malformed", "CBOR map key must be a scalar")
                 if key in result:
-                    raise MalformedFrame("CBOR map has a duplicate key")
+                    raise error("malformed", "CBOR map has a duplicate key")
                 result[key] = self.item(depth + 1)
             return result
         return Tag(n, self.item(depth + 1))  # major 6
@@ -297,18 +264,32 @@ class _Reader:
         if info == 22:
             return None
         if info == 25:
-            return half_to_float(int.from_bytes(self.take(2), "big"))
+            return half_to_float(self.argument(25))
         if info == 26:
             return struct.unpack(">f", self.take(4))[0]
         if info == 27:
             return struct.unpack(">d", self.take(8))[0]
-        raise MalformedFrame("CBOR simple value %d is not used by this protocol" % info)
+        raise error("malformed", "CBOR simple value %d is not used by this protocol" % info)
 
 
 def decode(data):
-    """Decode exactly one CBOR item filling ``data``; raises MalformedFrame."""
+    """Decode exactly one CBOR item filling ``data``; raises a malformed ProtocolError."""
     reader = _Reader(data)
     value = reader.item(0)
     if reader.pos != len(data):
-        raise MalformedFrame("CBOR has %d trailing bytes" % (len(data) - reader.pos))
+        raise error("malformed", "CBOR has %d trailing bytes" % (len(data) - reader.pos))
     return value
+
+
+# The generic encoder: CPython users get it at import; MicroPython loads it
+# when first used (a node never uses it).
+if sys.implementation.name != "micropython":
+    from .cbor_encode import encode  # noqa: E402,F401
+
+
+def __getattr__(name):
+    if name == "encode":
+        from .cbor_encode import encode
+
+        return encode
+    raise AttributeError(name)

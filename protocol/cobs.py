@@ -2,7 +2,7 @@
 and followed by one 0x00 delimiter, so a receiver can resynchronise after
 noise at the next zero byte."""
 
-from .errors import MalformedFrame
+from .errors import ProtocolError, error
 
 
 def encode(data):
@@ -29,7 +29,7 @@ def encode(data):
 
 
 def decode(data):
-    """Inverse of :func:`encode`; raises MalformedFrame on a zero byte or a
+    """Inverse of :func:`encode`; raises a malformed ProtocolError on a zero byte or a
     code that runs past the end."""
     out = bytearray()
     i = 0
@@ -37,10 +37,10 @@ def decode(data):
     while i < n:
         code = data[i]
         if code == 0:
-            raise MalformedFrame("COBS packet contains a zero byte")
+            raise error("malformed", "COBS packet contains a zero byte")
         end = i + code
         if end > n:
-            raise MalformedFrame("COBS packet truncated")
+            raise error("malformed", "COBS packet truncated")
         out.extend(data[i + 1 : end])
         i = end
         if code != 0xFF and i < n:
@@ -77,7 +77,7 @@ class Deframer:
                 elif self.buffer:
                     try:
                         packets.append(decode(self.buffer))
-                    except MalformedFrame:
+                    except ProtocolError:
                         self.errors += 1
                 self.buffer = bytearray()
             elif not self.overflowing:

@@ -7,8 +7,10 @@ header is the deterministic CBOR map ``{1: 4, 3: content_type, 4: kid,
 received, never a re-encoding.
 """
 
+import sys
+
 from . import cbor
-from .errors import BadMac, MalformedFrame, Oversize, UnsupportedAlgorithm
+from .errors import error
 
 try:
     from micropython import const
@@ -18,24 +20,10 @@ except ImportError:  # CPython
         return value
 
 
-try:  # CPython: the C implementations
-    import hmac as _hmac
-
-    _hmac.digest  # micropython-lib's hmac has no one-shot digest: use ours
-
-    def hmac_sha256(key, *parts):
-        """HMAC-SHA-256 over the concatenation of ``parts``."""
-        if len(parts) == 1:
-            return _hmac.digest(key, parts[0], "sha256")
-        mac = _hmac.new(key, digestmod="sha256")
-        for part in parts:
-            mac.update(part)
-        return mac.digest()
-
-    def digest_equal(a, b):
-        return _hmac.compare_digest(a, b)
-
-except (ImportError, AttributeError):  # MicroPython: HMAC (RFC 2104) on hashlib.sha256
+if sys.implementation.name != "micropython":  # CPython: the stdlib's C HMAC, and the names
+    from .cose_cpython import *  # noqa: F401,F403
+    from .cose_cpython import digest_equal, hmac_sha256  # noqa: F811
+else:  # MicroPython: HMAC (RFC 2104) on hashlib.sha256
     import hashlib
 
     _PAD = bytearray(64)  # reused for the inner and outer key pads
@@ -67,27 +55,38 @@ except (ImportError, AttributeError):  # MicroPython: HMAC (RFC 2104) on hashlib
         return diff == 0
 
 
-TAG_MAC0 = const(17)
-ALG_HMAC_256_64 = const(4)
-MAC_LEN = const(8)
-MAX_FRAME = const(1024)  # bytes of the whole tagged frame, before COBS
-MAX_KID = const(32)
-MAX_SEQ = const(0xFFFFFFFFFF)  # 40 bits: a Partial IV is at most 5 bytes
+_TAG_MAC0 = const(17)
+_ALG_HMAC_256_64 = const(4)
+_MAC_LEN = const(8)
+_MAX_FRAME = const(1024)  # bytes of the whole tagged frame, before COBS
+_MAX_KID = const(32)
+_MAX_SEQ = const(0xFFFFFFFFFF)  # 40 bits: a Partial IV is at most 5 bytes
 
-# Header labels (RFC 9052 §3.1) and our private unprotected label.
-H_ALG = const(1)
-H_CRIT = const(2)
-H_CONTENT_TYPE = const(3)
-H_KID = const(4)
-H_PARTIAL_IV = const(6)
-H_AGE_MS = const(-65537)  # unprotected: ms since the frame was built (SPEC §4.4)
+# Header labels (RFC 9052 §3.1) and our private unprotected label.  Private
+# consts (a node's heap holds neither names nor values); the public names
+# (``cose.MAX_FRAME``, ``cose.H_ALG``, ...) are in cose_cpython.py.
+_H_ALG = const(1)
+_H_CRIT = const(2)
+_H_CONTENT_TYPE = const(3)
+_H_KID = const(4)
+_H_PARTIAL_IV = const(6)
+_H_AGE_MS = const(-65537)  # unprotected: ms since the frame was built (SPEC §4.4)
 
 _MAC0_CONTEXT = b"\x84\x64MAC0"  # array(4), "MAC0"
 
 
+def __getattr__(name):  # MicroPython: the public names, loaded on first use
+    from . import cose_cpython
+
+    try:
+        return getattr(cose_cpython, name)
+    except AttributeError:
+        raise AttributeError(name) from None
+
+
 def partial_iv(seq):
     """Minimal big-endian bytes of a sequence number (0 is one zero byte)."""
-    if seq < 0 or seq > MAX_SEQ:
+    if seq < 0 or seq > _MAX_SEQ:
         raise ValueError("sequence number out of range")
     length = 1
     while seq >> (8 * length):
@@ -98,13 +97,13 @@ def partial_iv(seq):
 def protected_header(kid, seq, content_type):
     out = bytearray()
     cbor.write_head(out, 5, 4)
-    out.append(H_ALG)
-    out.append(ALG_HMAC_256_64)
-    out.append(H_CONTENT_TYPE)
+    out.append(_H_ALG)
+    out.append(_ALG_HMAC_256_64)
+    out.append(_H_CONTENT_TYPE)
     cbor.write_int(out, content_type)
-    out.append(H_KID)
+    out.append(_H_KID)
     cbor.write_bytes(out, kid)
-    out.append(H_PARTIAL_IV)
+    out.append(_H_PARTIAL_IV)
     cbor.write_bytes(out, partial_iv(seq))
     return bytes(out)
 
@@ -125,30 +124,37 @@ def mac_structure(protected, payload):
 
 
 def compute_tag(key, protected, payload):
-    return hmac_sha256(key, _mac_prefix(protected, payload), payload)[:MAC_LEN]
+    return hmac_sha256(key, _mac_prefix(protected, payload), payload)[:_MAC_LEN]
 
 
-def assemble(protected, payload, tag, age_ms=None):
-    """Serialise a frame from its parts; ``age_ms`` goes unprotected."""
-    out = bytearray(b"\xd1\x84")  # tag 17, array(4)
+def assemble(protected, payload, tag, age_ms=None, out=None):
+    """Serialise a frame from its parts; ``age_ms`` goes unprotected.
+
+    Gives bytes; with ``out`` (a bytearray, e.g. a node's frame buffer made
+    once) the frame is written into it and ``out`` itself is returned: no
+    per-frame buffer, valid until ``out`` is reused."""
+    copy = out is None
+    if copy:
+        out = bytearray()
+    out[:] = b"\xd1\x84"  # tag 17, array(4)
     cbor.write_bytes(out, protected)
     if age_ms is None:
         out.append(0xA0)
     else:
         out.append(0xA1)
-        cbor.write_int(out, H_AGE_MS)
+        cbor.write_int(out, _H_AGE_MS)
         cbor.write_int(out, age_ms)
     cbor.write_bytes(out, payload)
     cbor.write_bytes(out, tag)
-    if len(out) > MAX_FRAME:
-        raise ValueError("frame of %d bytes exceeds %d" % (len(out), MAX_FRAME))
-    return bytes(out)
+    if len(out) > _MAX_FRAME:
+        raise ValueError("frame of %d bytes exceeds %d" % (len(out), _MAX_FRAME))
+    return bytes(out) if copy else out
 
 
-def create(key, kid, seq, content_type, payload, age_ms=None):
-    """A complete, MAC'd frame."""
+def create(key, kid, seq, content_type, payload, age_ms=None, out=None):
+    """A complete, MAC'd frame (written into ``out`` if given, see assemble)."""
     protected = protected_header(kid, seq, content_type)
-    return assemble(protected, payload, compute_tag(key, protected, payload), age_ms)
+    return assemble(protected, payload, compute_tag(key, protected, payload), age_ms, out)
 
 
 class Mac0:
@@ -162,53 +168,50 @@ class Mac0:
         self.kid = kid
         self.seq = seq
         self.content_type = content_type
-
-    @property
-    def age_ms(self):
-        age = self.unprotected.get(H_AGE_MS)
-        return age if isinstance(age, int) and age >= 0 else None
+        age = unprotected.get(_H_AGE_MS)
+        self.age_ms = age if isinstance(age, int) and age >= 0 else None
 
     def verify(self, key):
-        """Raise BadMac unless the tag is right for ``key``."""
+        """Raise a bad-mac ProtocolError unless the tag is right for ``key``."""
         if not digest_equal(compute_tag(key, self.protected, self.payload), self.tag):
-            raise BadMac("MAC does not verify with this node's key")
+            raise error("bad-mac", "MAC does not verify with this node's key")
 
 
 def parse(frame):
     """Check a frame's structure and headers; raises a ProtocolError."""
-    if len(frame) > MAX_FRAME:
-        raise Oversize("frame of %d bytes exceeds the %d-byte limit" % (len(frame), MAX_FRAME))
+    if len(frame) > _MAX_FRAME:
+        raise error("oversize", "frame of %d bytes exceeds the %d-byte limit" % (len(frame), _MAX_FRAME))
     item = cbor.decode(frame)
-    if not isinstance(item, cbor.Tag) or item.tag != TAG_MAC0:
-        raise MalformedFrame("not a tagged COSE_Mac0 (CBOR tag 17)")
+    if not isinstance(item, cbor.Tag) or item.tag != _TAG_MAC0:
+        raise error("malformed", "not a tagged COSE_Mac0 (CBOR tag 17)")
     parts = item.value
     if not isinstance(parts, list) or len(parts) != 4:
-        raise MalformedFrame("COSE_Mac0 must be an array of 4 items")
+        raise error("malformed", "COSE_Mac0 must be an array of 4 items")
     protected, unprotected, payload, tag = parts
     if not isinstance(protected, bytes) or not isinstance(unprotected, dict):
-        raise MalformedFrame("COSE_Mac0 headers must be a bstr and a map")
+        raise error("malformed", "COSE_Mac0 headers must be a bstr and a map")
     if not isinstance(payload, bytes):
-        raise MalformedFrame("COSE_Mac0 payload must be attached (bstr)")
+        raise error("malformed", "COSE_Mac0 payload must be attached (bstr)")
     header = cbor.decode(protected) if protected else {}
     if not isinstance(header, dict):
-        raise MalformedFrame("protected header is not a map")
+        raise error("malformed", "protected header is not a map")
     for label in unprotected:
         if label in header:
-            raise MalformedFrame("header label %r is both protected and unprotected" % (label,))
-    if H_CRIT in header:
-        raise MalformedFrame("critical header parameters are not supported")
-    alg = header.get(H_ALG)
-    if alg != ALG_HMAC_256_64:
-        raise UnsupportedAlgorithm("algorithm %r is not HMAC 256/64 (4)" % (alg,))
-    if not isinstance(tag, bytes) or len(tag) != MAC_LEN:
-        raise MalformedFrame("MAC tag must be %d bytes" % MAC_LEN)
-    kid = header.get(H_KID)
-    if not isinstance(kid, bytes) or not 1 <= len(kid) <= MAX_KID:
-        raise MalformedFrame("kid (node id) missing or not 1..%d bytes" % MAX_KID)
-    piv = header.get(H_PARTIAL_IV)
+            raise error("malformed", "header label %r is both protected and unprotected" % (label,))
+    if _H_CRIT in header:
+        raise error("malformed", "critical header parameters are not supported")
+    alg = header.get(_H_ALG)
+    if alg != _ALG_HMAC_256_64:
+        raise error("unsupported-algorithm", "algorithm %r is not HMAC 256/64 (4)" % (alg,))
+    if not isinstance(tag, bytes) or len(tag) != _MAC_LEN:
+        raise error("malformed", "MAC tag must be %d bytes" % _MAC_LEN)
+    kid = header.get(_H_KID)
+    if not isinstance(kid, bytes) or not 1 <= len(kid) <= _MAX_KID:
+        raise error("malformed", "kid (node id) missing or not 1..%d bytes" % _MAX_KID)
+    piv = header.get(_H_PARTIAL_IV)
     if not isinstance(piv, bytes) or not 1 <= len(piv) <= 5 or (len(piv) > 1 and piv[0] == 0):
-        raise MalformedFrame("Partial IV missing or not a minimal 1..5 byte sequence number")
-    content_type = header.get(H_CONTENT_TYPE)
+        raise error("malformed", "Partial IV missing or not a minimal 1..5 byte sequence number")
+    content_type = header.get(_H_CONTENT_TYPE)
     if not isinstance(content_type, int) or content_type < 0:
-        raise MalformedFrame("content type missing or not an unsigned integer")
+        raise error("malformed", "content type missing or not an unsigned integer")
     return Mac0(protected, unprotected, payload, tag, kid, int.from_bytes(piv, "big"), content_type)

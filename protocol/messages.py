@@ -3,10 +3,18 @@
 Node → gateway: data (SenML-CBOR, content type 112) and status (SenML-CBOR,
 65001).  Gateway → node: ACK (65002) and config (65003).  All are COSE_Mac0
 frames under the node's key.
+
+This module holds what a node runs (``open_from_gateway``, ``decode_ack``,
+``decode_config``); the gateway's and tools' side (``open_from_node``,
+``open_any``, ``encode_ack``, ``encode_config``) is in gateway_side.py and
+reachable from here too.  CPython imports it with this module; MicroPython
+loads it on first use, so a node's heap never holds it.
 """
 
+import sys
+
 from . import cbor, cose
-from .errors import InvalidMessage, Replayed, UnknownContentType, UnknownNode
+from .errors import error
 
 try:
     from micropython import const
@@ -21,21 +29,18 @@ CT_STATUS = const(65001)  # node health, a SenML-CBOR pack
 CT_ACK = const(65002)
 CT_CONFIG = const(65003)
 
-NODE_TO_GATEWAY = (CT_SENML, CT_STATUS)
-GATEWAY_TO_NODE = (CT_ACK, CT_CONFIG)
+ACK_FULL = const(1)  # ACK status: gateway storage full, nothing in this ACK was stored; back off
 
-# ACK map keys
-ACK_SEQS = const(1)
-ACK_TIME_MS = const(2)
-ACK_STATUS = const(3)
-ACK_OK = const(0)
-ACK_FULL = const(1)  # gateway storage full: nothing in this ACK was stored; back off
-
-# Config map keys
-CONFIG_VERSION = const(1)
-CONFIG_SETTINGS = const(2)
-
-MAX_ACK_SEQS = const(64)
+# The ACK and config map keys, private here (a node's heap stores neither
+# names nor values); public (ACK_SEQS, ACK_OK, CONFIG_VERSION, MAX_ACK_SEQS,
+# NODE_TO_GATEWAY, ...) in gateway_side.py.
+_ACK_SEQS = const(1)
+_ACK_TIME_MS = const(2)
+_ACK_STATUS = const(3)
+_ACK_OK = const(0)
+_CONFIG_VERSION = const(1)
+_CONFIG_SETTINGS = const(2)
+_MAX_ACK_SEQS = const(64)
 
 
 def node_name(kid):
@@ -46,57 +51,45 @@ def node_name(kid):
         return kid.hex()
 
 
-# ------------------------------------------------------------ ACK / config
-
-
-def encode_ack(seqs, time_ms, status=ACK_OK):
-    if len(seqs) > MAX_ACK_SEQS:
-        raise ValueError("an ACK names at most %d frames" % MAX_ACK_SEQS)
-    return cbor.encode({ACK_SEQS: list(seqs), ACK_TIME_MS: time_ms, ACK_STATUS: status})
+def _invalid(message):
+    return error("invalid-message", message)
 
 
 def decode_ack(payload):
     """(seqs, gateway time in Unix ms, status) of an ACK payload."""
     body = cbor.decode(payload)
     if not isinstance(body, dict):
-        raise InvalidMessage("ACK payload must be a map")
-    seqs = body.get(ACK_SEQS)
-    time_ms = body.get(ACK_TIME_MS)
-    status = body.get(ACK_STATUS, ACK_OK)
-    if not isinstance(seqs, list) or len(seqs) > MAX_ACK_SEQS:
-        raise InvalidMessage("ACK must list at most %d sequence numbers" % MAX_ACK_SEQS)
+        raise _invalid("ACK payload must be a map")
+    seqs = body.get(_ACK_SEQS)
+    time_ms = body.get(_ACK_TIME_MS)
+    status = body.get(_ACK_STATUS, _ACK_OK)
+    if not isinstance(seqs, list) or len(seqs) > _MAX_ACK_SEQS:
+        raise _invalid("ACK must list at most %d sequence numbers" % _MAX_ACK_SEQS)
     for seq in seqs:
         if not isinstance(seq, int) or seq < 0:
-            raise InvalidMessage("ACK sequence numbers must be unsigned integers")
+            raise _invalid("ACK sequence numbers must be unsigned integers")
     if not isinstance(time_ms, int) or time_ms < 0:
-        raise InvalidMessage("ACK gateway time must be unsigned integer milliseconds")
+        raise _invalid("ACK gateway time must be unsigned integer milliseconds")
     if not isinstance(status, int):
-        raise InvalidMessage("ACK status must be an integer")
+        raise _invalid("ACK status must be an integer")
     return seqs, time_ms, status
-
-
-def encode_config(version, settings):
-    return cbor.encode({CONFIG_VERSION: version, CONFIG_SETTINGS: settings})
 
 
 def decode_config(payload):
     """(version, settings) of a config payload."""
     body = cbor.decode(payload)
     if not isinstance(body, dict):
-        raise InvalidMessage("config payload must be a map")
-    version = body.get(CONFIG_VERSION)
-    settings = body.get(CONFIG_SETTINGS)
+        raise _invalid("config payload must be a map")
+    version = body.get(_CONFIG_VERSION)
+    settings = body.get(_CONFIG_SETTINGS)
     if not isinstance(version, int) or version < 0:
-        raise InvalidMessage("config version must be an unsigned integer")
+        raise _invalid("config version must be an unsigned integer")
     if not isinstance(settings, dict):
-        raise InvalidMessage("config settings must be a map")
+        raise _invalid("config settings must be a map")
     for key in settings:
         if not isinstance(key, str):
-            raise InvalidMessage("config setting names must be text")
+            raise _invalid("config setting names must be text")
     return version, settings
-
-
-# ------------------------------------------------------------ opening frames
 
 
 class Message:
@@ -112,59 +105,31 @@ class Message:
         self.body = body
 
 
-def open_from_node(frame, key_for, now, window=None):
-    """Verify and decode a node's frame as a gateway does (SPEC.md §6).
-
-    ``key_for(kid)`` returns the node's key or None; ``now`` is the arrival
-    time in Unix seconds; ``window`` (a ReplayWindow) is consulted but not
-    updated.  Raises the ProtocolError a gateway counts.
-    """
-    # Imported here: a node never opens its own kind of frame, and its heap
-    # is too small to hold code it does not run.
-    from .resolve import resolve
-    from .window import SEEN, TOO_OLD
-
-    mac0 = cose.parse(frame)
-    key = key_for(mac0.kid)
-    if key is None:
-        raise UnknownNode("node %r is not registered" % (node_name(mac0.kid),))
-    mac0.verify(key)
-    if mac0.content_type not in NODE_TO_GATEWAY:
-        raise UnknownContentType("content type %d is not a node message" % mac0.content_type)
-    if window is not None:
-        state = window.check(mac0.seq)
-        if state == SEEN:
-            raise Replayed("sequence number %d was already accepted" % mac0.seq)
-        if state == TOO_OLD:
-            raise Replayed("sequence number %d is below the replay window" % mac0.seq)
-    age_ms = mac0.age_ms
-    reference = now - (age_ms / 1000 if age_ms is not None else 0)
-    records = resolve(cbor.decode(mac0.payload), reference, faults=mac0.content_type == CT_SENML)
-    return Message(frame, node_name(mac0.kid), mac0.seq, mac0.content_type, records)
-
-
 def open_from_gateway(frame, kid, key):
     """Verify and decode an ACK or config frame as a node does."""
     mac0 = cose.parse(frame)
     if mac0.kid != kid:
-        raise UnknownNode("frame is for node %r, not this node" % (node_name(mac0.kid),))
+        raise error("unknown-node", "frame is for node %r, not this node" % (node_name(mac0.kid),))
     mac0.verify(key)
     if mac0.content_type == CT_ACK:
         body = decode_ack(mac0.payload)
     elif mac0.content_type == CT_CONFIG:
         body = decode_config(mac0.payload)
     else:
-        raise UnknownContentType("content type %d is not a gateway message" % mac0.content_type)
+        raise error("unknown-content-type", "content type %d is not a gateway message" % mac0.content_type)
     return Message(frame, node_name(mac0.kid), mac0.seq, mac0.content_type, body)
 
 
-def open_any(frame, key_for, now):
-    """Verify and decode a frame in either direction (for tools)."""
-    mac0 = cose.parse(frame)
-    if mac0.content_type in GATEWAY_TO_NODE:
-        key = key_for(mac0.kid)
-        if key is None:
-            raise UnknownNode("node %r is not registered" % (node_name(mac0.kid),))
-        return open_from_gateway(frame, mac0.kid, key)
-    return open_from_node(frame, key_for, now)
+# The gateway's side: CPython users get it at import; MicroPython loads it
+# when first used.
+if sys.implementation.name != "micropython":
+    from .gateway_side import *  # noqa: E402,F401,F403
 
+
+def __getattr__(name):
+    from . import gateway_side
+
+    try:
+        return getattr(gateway_side, name)
+    except AttributeError:
+        raise AttributeError(name) from None

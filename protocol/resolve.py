@@ -2,11 +2,34 @@
 gateway must: absolute names and times, fault and quality rules, and the
 rejections (invalid-senml, must-understand)."""
 
-from .errors import InvalidSenML, MustUnderstand
-from .senml import (
-    BN, BS, BT, BU, BV, BVER, N, Q, QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN,
-    RELATIVE_LIMIT, S, SENML_VERSION, T, U, UT, V, VB, VD, VS, _finite,
-)
+from .errors import error
+from .senml import _finite
+
+# RFC 8428 §6 integer labels.  Ascending encoded order of map keys is
+# 0..7 (major type 0), then -1..-6 (major type 1), then text keys.
+BVER = -1
+BN = -2
+BT = -3
+BU = -4
+BV = -5
+BS = -6
+N = 0
+U = 1
+V = 2
+VS = 3
+VB = 4
+S = 5
+T = 6
+UT = 7
+VD = 8
+Q = "q"  # SME-MET quality label: not must-understand, so plain SenML readers may ignore it
+
+SENML_VERSION = 10
+RELATIVE_LIMIT = 268435456  # 2**28: smaller times are relative to "now"
+
+QUALITY_GOOD = "good"
+QUALITY_UNCERTAIN = "uncertain"
+QUALITY_BAD = "bad"
 
 
 class Record:
@@ -41,10 +64,10 @@ def _is_number(x):
 
 def _check_name(name):
     if not name or name[0] not in _NAME_CHARS[:62]:
-        raise InvalidSenML("record name %r must start with a letter or digit" % (name,))
+        raise error("invalid-senml", "record name %r must start with a letter or digit" % (name,))
     for ch in name:
         if ch not in _NAME_CHARS:
-            raise InvalidSenML("record name %r has a character SenML does not allow" % (name,))
+            raise error("invalid-senml", "record name %r has a character SenML does not allow" % (name,))
 
 
 def resolve(pack, reference_time, faults=True):
@@ -56,9 +79,9 @@ def resolve(pack, reference_time, faults=True):
     status packs carry ordinary string values.
     """
     if not isinstance(pack, list):
-        raise InvalidSenML("SenML pack must be an array of records")
+        raise error("invalid-senml", "SenML pack must be an array of records")
     if not pack:
-        raise InvalidSenML("SenML pack is empty")
+        raise error("invalid-senml", "SenML pack is empty")
     records = []
     bn = ""
     bt = 0
@@ -66,74 +89,74 @@ def resolve(pack, reference_time, faults=True):
     bv = 0
     for entry in pack:
         if not isinstance(entry, dict):
-            raise InvalidSenML("SenML record must be a map")
+            raise error("invalid-senml", "SenML record must be a map")
         for label in entry:
             if label not in _KNOWN_LABELS:
                 if isinstance(label, str) and label.endswith("_"):
-                    raise MustUnderstand("record has must-understand label %r this gateway does not know" % (label,))
+                    raise error("must-understand", "record has must-understand label %r this gateway does not know" % (label,))
                 if not isinstance(label, (int, str)):
-                    raise InvalidSenML("SenML label %r is neither integer nor text" % (label,))
+                    raise error("invalid-senml", "SenML label %r is neither integer nor text" % (label,))
         version = entry.get(BVER, SENML_VERSION)
         if not isinstance(version, int) or version > SENML_VERSION:
-            raise MustUnderstand("SenML version %r is newer than %d" % (version, SENML_VERSION))
+            raise error("must-understand", "SenML version %r is newer than %d" % (version, SENML_VERSION))
         if BN in entry:
             bn = entry[BN]
             if not isinstance(bn, str):
-                raise InvalidSenML("base name must be text")
+                raise error("invalid-senml", "base name must be text")
         if BT in entry:
             bt = entry[BT]
             if not _is_number(bt) or not _finite(bt):
-                raise InvalidSenML("base time must be a finite number")
+                raise error("invalid-senml", "base time must be a finite number")
         if BU in entry:
             bu = entry[BU]
             if not isinstance(bu, str):
-                raise InvalidSenML("base unit must be text")
+                raise error("invalid-senml", "base unit must be text")
         if BV in entry:
             bv = entry[BV]
             if not _is_number(bv):
-                raise InvalidSenML("base value must be a number")
+                raise error("invalid-senml", "base value must be a number")
         name = entry.get(N, "")
         if not isinstance(name, str):
-            raise InvalidSenML("name must be text")
+            raise error("invalid-senml", "name must be text")
         name = bn + name
         _check_name(name)
         unit = entry.get(U, bu)
         if unit is not None and not isinstance(unit, str):
-            raise InvalidSenML("unit must be text")
+            raise error("invalid-senml", "unit must be text")
         t = entry.get(T, 0)
         if not _is_number(t) or not _finite(t):
-            raise InvalidSenML("time must be a finite number")
+            raise error("invalid-senml", "time must be a finite number")
         time = bt + t
         if time < RELATIVE_LIMIT:
             time = reference_time + time
         present = [label for label in (V, VS, VB, VD, S) if label in entry]
         if len(present) != 1:
-            raise InvalidSenML("record %r must carry exactly one value" % (name,))
+            raise error("invalid-senml", "record %r must carry exactly one value" % (name,))
         label = present[0]
         value = entry[label]
         quality = QUALITY_GOOD
         reason = None
         if label == V or label == S:
             if not _is_number(value):
-                raise InvalidSenML("numeric value of %r is not a number" % (name,))
+                raise error("invalid-senml", "numeric value of %r is not a number" % (name,))
             value = bv + value
             if not _finite(value):
                 value, quality, reason = None, QUALITY_BAD, "non-finite"
             elif Q in entry:
                 reason = entry[Q]
                 if not isinstance(reason, str):
-                    raise InvalidSenML("quality of %r must be text" % (name,))
+                    raise error("invalid-senml", "quality of %r must be text" % (name,))
                 quality = QUALITY_UNCERTAIN
         elif label == VS:
             if not isinstance(value, str):
-                raise InvalidSenML("string value of %r is not text" % (name,))
+                raise error("invalid-senml", "string value of %r is not text" % (name,))
             if faults:
                 value, quality, reason = None, QUALITY_BAD, value
                 unit = None
         elif label == VB:
             if not isinstance(value, bool):
-                raise InvalidSenML("boolean value of %r is not a boolean" % (name,))
+                raise error("invalid-senml", "boolean value of %r is not a boolean" % (name,))
         elif not isinstance(value, bytes):
-            raise InvalidSenML("data value of %r is not a byte string" % (name,))
+            raise error("invalid-senml", "data value of %r is not a byte string" % (name,))
         records.append(Record(name, unit, value, time, quality, reason))
     return records

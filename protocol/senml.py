@@ -1,7 +1,8 @@
-"""SenML packs in CBOR (RFC 8428 §6), as SPEC.md §3 profiles them: the
-labels, and ``PackBuilder``, the node side, which writes records straight
-into CBOR with the labels in deterministic order, no dicts per record.
-The gateway side, ``resolve``, is in resolve.py.
+"""SenML packs in CBOR (RFC 8428 §6), as SPEC.md §3 profiles them:
+``PackBuilder``, the node side, which writes records straight into CBOR with
+the labels in deterministic order, no dicts per record.  The gateway side
+(``resolve``, ``Record``) and the label constants (``BN``, ``V``, ...,
+``QUALITY_*``) are in resolve.py, reachable from here as ``senml.<name>``.
 """
 
 import struct
@@ -16,33 +17,16 @@ except ImportError:  # CPython
         return value
 
 
-# RFC 8428 §6 integer labels.  Ascending encoded order of map keys is
-# 0..7 (major type 0), then -1..-6 (major type 1), then text keys.
-BVER = const(-1)
-BN = const(-2)
-BT = const(-3)
-BU = const(-4)
-BV = const(-5)
-BS = const(-6)
-N = const(0)
-U = const(1)
-V = const(2)
-VS = const(3)
-VB = const(4)
-S = const(5)
-T = const(6)
-UT = const(7)
-VD = const(8)
-Q = "q"  # SME-MET quality label: not must-understand, so plain SenML readers may ignore it
-
-SENML_VERSION = const(10)
-RELATIVE_LIMIT = const(268435456)  # 2**28: smaller times are relative to "now"
+# RFC 8428 §6 labels PackBuilder writes (all of them, and the quality names,
+# are public in resolve.py and reachable here: ``senml.BN``, ...).
+# Private consts: a node's heap stores neither their names nor values.
+_N = const(0)
+_U = const(1)
+_V = const(2)
+_VS = const(3)
+_T = const(6)
 _TIME_QUANTUM = const(1024)  # offsets are whole multiples of 2**-10 s
 _INF = float("inf")
-
-QUALITY_GOOD = "good"
-QUALITY_UNCERTAIN = "uncertain"
-QUALITY_BAD = "bad"
 
 
 _SINGLE_BUF = bytearray(4)
@@ -163,10 +147,15 @@ class PackBuilder:
                     return None
         return base
 
-    def encode(self, now_ms, synced):
+    def encode(self, now_ms, synced, copy=True):
         """The CBOR pack.  ``now_ms`` is when the frame is built (same clock
         as the readings); with ``synced`` False, times are written relative
-        to it and the gateway resolves them (SPEC.md §3.4)."""
+        to it and the gateway resolves them (SPEC.md §3.4).
+
+        Gives bytes and empties the builder.  With ``copy`` False it gives
+        the builder's own buffer (no copy, valid until the next ``encode``)
+        and keeps the readings until ``clear()``: a node clears only once
+        the frame is stored, so a failure in between loses nothing."""
         count = self.count
         if not count:
             raise ValueError("empty pack")
@@ -213,19 +202,19 @@ class PackBuilder:
                 fields += 1
             cbor.write_head(out, 5, fields)
             if single_name is None:
-                out.append(N)
+                out.append(_N)
                 cbor.write_text(out, self.names[i])
             if unit is not None and unit != base_unit:
-                out.append(U)
+                out.append(_U)
                 cbor.write_text(out, unit)
             if value is None:
-                out.append(VS)
+                out.append(_VS)
                 cbor.write_text(out, quality or "fault")
             else:
-                out.append(V)
+                out.append(_V)
                 cbor.write_float(out, value - base_value if base_value is not None else value)
             if ticks:
-                out.append(T)
+                out.append(_T)
                 if ticks % _TIME_QUANTUM:
                     cbor.write_float(out, ticks / _TIME_QUANTUM)
                 else:
@@ -243,20 +232,23 @@ class PackBuilder:
                     out.append(0x24)  # BV (-5)
                     cbor.write_float(out, base_value)
             if quality is not None and value is not None:
-                cbor.write_text(out, Q)
+                cbor.write_text(out, "q")  # the quality label (resolve.Q)
                 cbor.write_text(out, quality)
+        if not copy:
+            return out
         self.clear()
         return bytes(out)
 
 
-# The gateway's side (resolving packs) lives in resolve.py so a node never
-# loads it; it stays reachable here (``senml.resolve``) as one SenML module.
-_RESOLVER_NAMES = ("Record", "resolve", "_KNOWN_LABELS", "_NAME_CHARS")
+# The gateway's side and the labels live in resolve.py so a node never loads
+# them; they stay reachable here (``senml.resolve``, ``senml.BN``) as one
+# SenML module.
 
 
 def __getattr__(name):
-    if name in _RESOLVER_NAMES:
-        from . import resolve as resolver
+    from . import resolve
 
-        return getattr(resolver, name)
-    raise AttributeError(name)
+    try:
+        return getattr(resolve, name)
+    except AttributeError:
+        raise AttributeError(name) from None

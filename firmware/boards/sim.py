@@ -1,26 +1,116 @@
-"""The ``sim`` board: the unix port with simulated buses.
+"""The ``sim`` board: the unix port with simulated buses and a scenario.
 
 Each channel's chip is simulated at register level by its driver's
-``sim.py`` (``Chip(channel, signal)``), fed by the scenario file.  The buses
-here only move bytes, like ``machine``'s: SPI clocks bytes through a chip
-while its chip-select pin is low, I2C addresses register files, the UART
-carries bytes to a simulated RS-485 instrument.
+``sim.py`` (``Chip(channel, signal)``), fed by the scenario.  The buses here
+only move bytes, like ``machine``'s: SPI clocks bytes through a chip while
+its chip-select pin is low, I2C addresses register files, the UART carries
+bytes to a simulated RS-485 instrument.
+
+The scenario (``sim.json`` in the flash directory) gives, per channel name,
+named signals (a constant or ``[[t_s, value], ...]`` breakpoints, linearly
+interpolated over scenario time) and fault windows ``{"from": t_s, "to": t_s,
+"fault": name}``.  Scenario time is node uptime times ``sim.time_scale``.
+The file is re-read when it changes, so a bench can inject faults while a
+node runs.
 """
 
 import os
 import sys
+import json
 import time
-import errno
 
-from boards.scenario import Scenario
+from boards.simwdt import SimWatchdog
 from node import fsutil
 
 RESET_FILE = "reset_cause.txt"
 
 
-def _chip(ch, scenario):
-    module = __import__("drivers.%s.sim" % ch["driver"], None, None, ("Chip",))
-    return module.Chip(ch, scenario.signal(ch["name"]))
+def interpolate(points, t):
+    if not isinstance(points, list):
+        return points
+    if not points:
+        return 0.0
+    if t <= points[0][0]:
+        return points[0][1]
+    for i in range(1, len(points)):
+        t1, v1 = points[i]
+        if t <= t1:
+            t0, v0 = points[i - 1]
+            if t1 == t0:
+                return v1
+            return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return points[-1][1]
+
+
+class Signal:
+    """The signals and faults of one channel (what a chip simulation reads)."""
+
+    def __init__(self, scenario, name):
+        self._scenario = scenario
+        self._name = name
+
+    def value(self, key="value", default=0.0):
+        entry = self._scenario.channel(self._name)
+        if entry is None or key not in entry:
+            return default
+        return interpolate(entry[key], self._scenario.now_s())
+
+    def fault(self):
+        """Name of the fault active now, or None."""
+        entry = self._scenario.channel(self._name)
+        if not entry:
+            return None
+        now = self._scenario.now_s()
+        for window in entry.get("faults", ()):
+            if window.get("from", 0) <= now < window.get("to", 1e30):
+                return window.get("fault")
+        return None
+
+
+class Scenario:
+    def __init__(self, path="sim.json", time_scale=1.0, clock_ms=None):
+        self.path = path
+        self.time_scale = time_scale
+        self._start = time.ticks_ms()
+        self._clock_ms = clock_ms  # tests inject scenario time
+        self._stamp = None
+        self._checked = None
+        self._channels = {}
+        self.error = None
+        self._reload()
+
+    def now_s(self):
+        if self._clock_ms is not None:
+            return self._clock_ms() / 1000
+        return time.ticks_diff(time.ticks_ms(), self._start) * self.time_scale / 1000
+
+    def _reload(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._channels = {}
+            self._stamp = None
+            return
+        if self._stamp == (st[6], st[8]):
+            return
+        self._stamp = (st[6], st[8])
+        try:
+            with open(self.path) as f:
+                self._channels = json.load(f).get("channels", {})
+            self.error = None
+        except (ValueError, AttributeError) as exc:
+            self.error = "%s: not a valid scenario (%s); keeping the previous one" % (self.path, exc)
+            print(self.error)
+
+    def channel(self, name):
+        now = time.ticks_ms()
+        if self._checked is None or time.ticks_diff(now, self._checked) > 1000:
+            self._checked = now
+            self._reload()
+        return self._channels.get(name)
+
+    def signal(self, name):
+        return Signal(self, name)
 
 
 class SimPin:
@@ -40,11 +130,7 @@ class SimPin:
             else:
                 self._chip.select()
 
-    def value(self, value=None):
-        return self(value)
-
-    on = lambda self: self(1)  # noqa: E731
-    off = lambda self: self(0)  # noqa: E731
+    value = __call__
 
 
 class SimSPI:
@@ -73,7 +159,7 @@ class SimI2C:
     def _at(self, addr):
         chip = self.chips.get(addr)
         if chip is None or chip.nack():
-            raise OSError(errno.ENODEV)
+            raise OSError(19)  # ENODEV, as machine.I2C says
         return chip
 
     def scan(self):
@@ -87,8 +173,7 @@ class SimI2C:
         self._at(addr).read_into(buf)
 
     def writeto_mem(self, addr, reg, buf):
-        chip = self._at(addr)
-        chip.write(bytes((reg,)) + bytes(buf))
+        self._at(addr).write(bytes((reg,)) + bytes(buf))
 
     def readfrom_mem_into(self, addr, reg, buf):
         chip = self._at(addr)
@@ -130,37 +215,6 @@ class SimADC:
         return max(0, min(65535, int(self._signal.value("value", 0.0) / 3.3 * 65535)))
 
 
-class SimWatchdog:
-    """machine.WDT for the unix port: a thread that ends the process (the
-    bench's supervisor restarts it) when ``feed`` stops for ``timeout_ms``."""
-
-    def __init__(self, timeout_ms):
-        import _thread
-
-        self.timeout_ms = timeout_ms
-        self._fed = time.ticks_ms()
-        self._running = True
-        _thread.start_new_thread(self._watch, ())
-
-    def feed(self):
-        self._fed = time.ticks_ms()
-
-    def stop(self):
-        self._running = False
-
-    def _watch(self):
-        while self._running:
-            time.sleep_ms(200)
-            if self._running and time.ticks_diff(time.ticks_ms(), self._fed) > self.timeout_ms:
-                print("watchdog: node hung for %d ms, resetting" % self.timeout_ms)
-                try:
-                    with open(RESET_FILE, "w") as f:
-                        f.write("watchdog")
-                except OSError:
-                    pass
-                os.system("kill -KILL $PPID")  # the shell's parent is this VM
-
-
 class Board:
     NAME = "sim"
 
@@ -170,8 +224,12 @@ class Board:
         self.scenario = Scenario(sim.get("scenario", "sim.json"), sim.get("time_scale", 1.0))
         self._i2c = {}
 
+    def _chip(self, ch):
+        module = __import__("drivers.%s.sim" % ch["driver"], None, None, ("Chip",))
+        return module.Chip(ch, self.scenario.signal(ch["name"]))
+
     def spi(self, ch, mode=1, baudrate=None):
-        chip = _chip(ch, self.scenario)
+        chip = self._chip(ch)
         return SimSPI(chip), SimPin(chip)
 
     def i2c(self, ch):
@@ -179,12 +237,12 @@ class Board:
         bus = self._i2c.get(name)
         if bus is None:
             bus = self._i2c[name] = SimI2C()
-        chip = _chip(ch, self.scenario)
+        chip = self._chip(ch)
         bus.chips[chip.address] = chip
         return bus
 
     def uart(self, ch, baudrate=9600):
-        return SimUART(_chip(ch, self.scenario), baudrate)
+        return SimUART(self._chip(ch), baudrate)
 
     def adc(self, ch):
         return SimADC(self.scenario.signal(ch["name"]))
@@ -193,7 +251,7 @@ class Board:
         return None
 
     def watchdog(self, timeout_ms):
-        return SimWatchdog(timeout_ms)
+        return SimWatchdog(timeout_ms, RESET_FILE)
 
     def reset_cause(self):
         """Why the last run ended, as noted before it ended (else power-on)."""

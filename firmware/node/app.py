@@ -4,19 +4,27 @@ the sender and receiver, the watchdog feeder)."""
 
 import gc
 import sys
+import json
 import time
 import asyncio
-import binascii
 
-from node import bootguard
+from node import bootguard, fsutil
+# The pipeline's code is loaded before config.json is validated: the
+# validation code (node/config.py, unloaded after boot) then sits on top of
+# it and leaves one free region behind, not holes between the pipeline's
+# pieces (a fragmented heap cannot find room for the link's 1 KB buffer).
 from node.clock import Clock
 from node.framer import Framer
 from node.sender import Sender
 from node.seqno import SequenceCounter
 from node.store import FrameStore
+from node import links
+from drivers import health
+from protocol import messages, senml
 
 VERSION = "0.1.0"
 _RESTART = "restart"
+_CRASH = "crash"
 
 
 def _idle(message):
@@ -46,17 +54,19 @@ class App:
         self.sender = Sender(self.link, self.store, self.clock, key, kid, tr["window"], tr["ack_timeout_ms"],
                              tr["backoff_max_ms"])
         self.sender.on_config = self.on_config
-        self.framer.on_frame = self.sender.wake.set
         self.channels = []
         for ch in config["channels"]:
             driver = __import__("drivers." + ch["driver"], None, None, ("Driver",))
             self.channels.append((ch, driver.Driver(board, ch)))
-        self.stop = asyncio.Event()
-        self.outcome = None
+        # Everything the tasks need is made here, before they start: code
+        # loaded or buffers made later would have to fit in a fragmented heap.
+        self.status = senml.PackBuilder(10)  # the records health.add_records can give
+        timeout = config["watchdog_ms"]
+        self.wdt = board.watchdog(timeout) if timeout else None
+        self.outcome = None  # set (to _RESTART, _CRASH or "stop") to end main()
+        self.failure = None
 
     def _open_link(self, tr):
-        from node import links
-
         if tr["type"] == "udp":
             return links.UdpLink(tr["gateway"], tr["port"])
         if self.board.NAME == "sim":
@@ -93,24 +103,29 @@ class App:
         while True:
             due = self.framer.due(self.clock.mono_ms())
             if due is not None and due <= 0:
-                self.framer.seal()
+                try:
+                    self.framer.seal()
+                except MemoryError:  # the readings stay in the pack: try again soon
+                    gc.collect()
+                    print("framer: no heap to seal a frame, retrying")
                 due = None
             await asyncio.sleep_ms(min(due, 500) if due is not None else 100)
 
     async def health(self):
-        from drivers import health
-        from protocol import messages, senml
-
-        builder = senml.PackBuilder(12)
         period = self.config["health"]["period_s"] * 1000
         while True:
-            health.add_records(builder, self, self.clock.mono_ms())
-            self.framer.seal_pack(builder, messages.CT_STATUS)
+            try:
+                if not len(self.status):  # else: a status a failed seal kept, sent now
+                    health.add_records(self.status, self, self.clock.mono_ms())
+                self.framer.seal_pack(self.status, messages.CT_STATUS)
+            except MemoryError:
+                gc.collect()
+                print("health: no heap to seal a status frame, retrying next period")
             await asyncio.sleep_ms(period)
 
     async def guard(self):
         timeout = self.config["watchdog_ms"]
-        wdt = self.board.watchdog(timeout) if timeout else None
+        wdt = self.wdt
         stable_at = self.config["stable_after_s"] * 1000
         stable = False
         while True:
@@ -122,82 +137,102 @@ class App:
             await asyncio.sleep_ms(max(50, timeout // 4) if timeout else 1000)
 
     def on_config(self, version, settings):
-        from node import config as configmod  # loaded only when needed: it is big
-
-        try:
-            new = configmod.apply_update(self.config, version, settings)
-        except configmod.ConfigError as exc:
-            for line in exc.problems:
-                print(line)
+        """A MAC-verified config update: saved now, validated and applied at
+        the next boot (the validation code is too big to load while the node
+        runs in a small heap); the app restarts to apply it."""
+        current = self.config.get("cfg_ver", 0)
+        if version <= current:
+            print("config update: version %d is not newer than %d" % (version, current))
             return
-        configmod.save(new)
+        # node/config.py (UPDATE_PATH) applies and removes it at boot
+        fsutil.write_replace("config.update", json.dumps({"version": version, "settings": settings}).encode())
         print("config: version %d saved, restarting to apply it" % version)
         self.outcome = _RESTART
-        self.stop.set()
+
+    async def _supervised(self, coro):
+        """Run a task; if it dies (a bug, MemoryError) end the app so the
+        node resets instead of running on without it."""
+        try:
+            await coro
+        except Exception as exc:  # noqa: BLE001
+            self.failure = exc
+            self.outcome = _CRASH
 
     async def main(self):
-        tasks = [asyncio.create_task(self.sender.run()), asyncio.create_task(self.sender.receive()),
-                 asyncio.create_task(self.latency()), asyncio.create_task(self.health()),
-                 asyncio.create_task(self.guard())]
+        coros = [self.sender.run(), self.sender.receive(), self.latency(), self.health(), self.guard()]
         for ch, driver in self.channels:
-            tasks.append(asyncio.create_task(self.sample(ch, driver)))
+            coros.append(self.sample(ch, driver))
+        tasks = [asyncio.create_task(self._supervised(c)) for c in coros]
+        del coros
         gc.collect()
         print("node %s up: fw %s, %d channels, store depth %d, next seq %d, %s" % (
             self.config["node_id"], VERSION, len(self.channels), self.store.depth, self.seqs.peek(),
             "clock unsynced"))
-        await self.stop.wait()
+        while self.outcome is None:
+            await asyncio.sleep_ms(100)
         for task in tasks:
             task.cancel()
+        if self.outcome == _CRASH:
+            raise self.failure
         self.framer.seal()
         self.store.close()
         return self.outcome
 
 
+def _preload():
+    """Import the configured drivers (the validation would import them too)
+    before the validation code, for the reason given at the imports above.
+    Problems are left to the validation to report."""
+    try:
+        for ch in json.loads(fsutil.read_replaced("config.json"))["channels"]:
+            __import__("drivers." + ch["driver"])
+    except Exception:  # noqa: BLE001 - any problem: validation reports it
+        pass
+
+
 def run():
     """Entry point of main.py.  Never raises for a user mistake."""
-    while True:
-        from node import config as configmod
+    _preload()
+    gc.collect()
+    from node import config as configmod
 
-        try:
-            config = configmod.load()
-        except configmod.ConfigError as exc:
-            for line in exc.problems:
-                print(line)
-            _idle("node idle: fix config.json, then reset (REPL / mpremote stay available)")
-            return
-        # validation code is the biggest module: free it while the node runs
-        del configmod
-        del sys.modules["node.config"]
-        import node
+    try:
+        config = configmod.load()
+    except configmod.ConfigError as exc:
+        for line in exc.problems:
+            print(line)
+        _idle("node idle: fix config.json, then reset (REPL / mpremote stay available)")
+        return
+    # validation code is the biggest module: free it (and the drivers'
+    # schemas) while the node runs
+    configmod.unload()
+    del configmod
+    gc.collect()
+    from boards import load as load_board
 
-        if hasattr(node, "config"):
-            del node.config
-        gc.collect()
-        from boards import load as load_board
-
-        board = load_board(config)
-        cause = board.reset_cause()
-        boots = bootguard.begin()
-        if boots > config["safe_mode_after"]:
-            _idle("safe mode: %d boots in a row failed (last reset: %s); fix the cause, then run "
-                  "`import node.bootguard as b; b.clear()` and reset" % (boots - 1, cause))
-            return
-        try:
-            app = App(config, board, cause)
-            outcome = asyncio.run(app.main())
-        except KeyboardInterrupt:
-            print("node stopped")
-            return
-        except Exception as exc:
-            sys.print_exception(exc)
-            if hasattr(board, "note_reset"):
-                board.note_reset("crash")
-            print("node crashed (%r); resetting" % (exc,))
-            board.reset()
-            return
-        if outcome != _RESTART:
-            return
+    board = load_board(config)
+    cause = board.reset_cause()
+    boots = bootguard.begin()
+    if boots > config["safe_mode_after"]:
+        _idle("safe mode: %d boots in a row failed (last reset: %s); fix the cause, then run "
+              "`import node.bootguard as b; b.clear()` and reset" % (boots - 1, cause))
+        return
+    try:
+        outcome = asyncio.run(App(config, board, cause).main())
+    except KeyboardInterrupt:
+        print("node stopped")
+        return
+    except Exception as exc:
+        sys.print_exception(exc)
         if hasattr(board, "note_reset"):
-            board.note_reset("config-update")
-        bootguard.mark_stable()
-        asyncio.new_event_loop()
+            board.note_reset("crash")
+        print("node crashed (%r); resetting" % (exc,))
+        board.reset()
+        return
+    if outcome != _RESTART:
+        return
+    # a config update: reset, so the next boot applies it with a clean heap
+    if hasattr(board, "note_reset"):
+        board.note_reset("config-update")
+    bootguard.mark_stable()
+    board.reset()

@@ -13,6 +13,7 @@ class Clock:
         self._last = time.ticks_ms()
         self._mono = 0
         self._offset = None  # Unix ms minus monotonic ms, once synced
+        self.synced = False
         self.syncs = 0
 
     def mono_ms(self):
@@ -22,22 +23,14 @@ class Clock:
         self._last = now
         return self._mono
 
-    @property
-    def synced(self):
-        return self._offset is not None
-
     def sync(self, unix_ms, sent_mono_ms=None):
         """Adopt the gateway's time from an ACK; half the round trip (when the
         send time is known) approximates the ACK's travel time."""
         now = self.mono_ms()
         delay = (now - sent_mono_ms) // 2 if sent_mono_ms is not None else 0
         self._offset = unix_ms + delay - now
+        self.synced = True
         self.syncs += 1
-
-    def stamp_ms(self):
-        """Time for a reading: Unix ms when synced, else monotonic ms."""
-        now = self.mono_ms()
-        return now + self._offset if self._offset is not None else now
 
     def to_unix_ms(self, mono_ms):
         return mono_ms + self._offset if self._offset is not None else None

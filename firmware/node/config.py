@@ -13,6 +13,7 @@ import binascii
 from node import fsutil
 
 PATH = "config.json"
+UPDATE_PATH = "config.update"  # a gateway update waiting for the next boot
 REQUIRED = object()
 BOARDS = ("sim", "esp32_devkit", "rpi_pico")
 TRANSPORTS = ("udp", "serial")
@@ -119,8 +120,28 @@ def known_drivers():
 
 
 def load_driver(name):
-    """The driver module named in config.json (``drivers/<name>/``)."""
-    return __import__("drivers." + name, None, None, ("NAME",))
+    """What declares the settings of the driver named in config.json:
+    ``drivers/<name>/schema.py`` when the driver has one (it is unloaded
+    with this module after boot, so settings and checks take no heap while
+    the node runs), else the driver module itself."""
+    driver = __import__("drivers." + name, None, None, ("NAME",))
+    base = driver.__file__.rsplit("/", 1)[0] + "/schema."
+    if fsutil.exists(base + "py") or fsutil.exists(base + "mpy"):
+        return __import__("drivers.%s.schema" % name, None, None, ("NAME",))
+    return driver
+
+
+def unload():
+    """Drop this module and the drivers' schema modules from the heap (the
+    running node needs neither)."""
+    import sys
+
+    for name in list(sys.modules):
+        if name == "node.config" or name.endswith(".schema"):
+            del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            if parent in sys.modules and hasattr(sys.modules[parent], child):
+                delattr(sys.modules[parent], child)
 
 
 def _section(config, key, schema, where, problems):
@@ -224,7 +245,45 @@ def validate(config, where="config.json"):
 
 
 def load(path=PATH):
-    """Parse and validate config.json; raise ConfigError with every problem."""
+    """Parse and validate config.json, after applying a gateway update the
+    running node left in ``config.update`` (see ``apply_pending``); raise
+    ConfigError with every problem."""
+    config = _load(path)
+    if path == PATH:
+        config = apply_pending(config)
+    return config
+
+
+def apply_pending(config):
+    """``config`` with the update the running node saved (node/app.py
+    ``on_config``: MAC-verified, newer version) applied and saved, or
+    unchanged (the update's problems printed) when it is not valid.  The
+    update is consumed either way.  Power-loss safe: an update saved but not
+    yet applied is applied at the next boot; one applied twice is refused
+    as not newer."""
+    text = fsutil.read_replaced(UPDATE_PATH)
+    if text is None:
+        return config
+    try:
+        update = json.loads(text)
+        new = apply_update(config, update["version"], update["settings"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        print("config update: %s is damaged; ignored" % UPDATE_PATH)
+        new = None
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line)
+        print("config update: rejected, keeping version %d" % config.get("cfg_ver", 0))
+        new = None
+    if new is not None:
+        save(new)
+        print("config: version %d applied" % new["cfg_ver"])
+    fsutil.remove(UPDATE_PATH)
+    fsutil.remove(UPDATE_PATH + ".tmp")
+    return new or config
+
+
+def _load(path):
     text = fsutil.read_replaced(path)
     if text is None:
         raise ConfigError(["%s: not found in %s (copy one from docs/firmware.md)" % (path, os.getcwd())])

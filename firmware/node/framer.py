@@ -23,14 +23,17 @@ class Framer:
         self.max_records = max_records
         self.max_latency_ms = max_latency_ms
         self.builder = senml.PackBuilder(max_records)
+        self._frame = bytearray()  # frames are written here: grows once to the largest, then reused
+        self._unix = None  # the builder whose times a failed seal already mapped to Unix ms
         self._estimate = 0
         self._first_ms = None
         self.frames = 0
         self.refused = 0
-        self.on_frame = None  # called after a frame is stored (wakes the sender)
 
     def emit(self, name, unit, value, reason=None):
         """Add a reading taken now; seal the pack when it is full."""
+        if len(self.builder) >= self.max_records:
+            self.seal()  # a seal that failed (no heap) left the pack full: try again first
         self.builder.add(name, unit, value, self.clock.mono_ms(), reason)
         if self._first_ms is None:
             self._first_ms = self.builder.last_time()
@@ -51,21 +54,25 @@ class Framer:
         self._first_ms = None
 
     def seal_pack(self, builder, content_type):
-        """Encode ``builder`` (times in monotonic ms), frame it, store it."""
+        """Encode ``builder`` (times in monotonic ms), frame it, store it.
+        Failure-atomic: if anything fails (e.g. MemoryError) the readings
+        stay in ``builder`` and the next seal stores them."""
         now = self.clock.mono_ms()
         if self.clock.synced:
-            builder.map_times(self.clock.to_unix_ms)
-            payload = builder.encode(self.clock.to_unix_ms(now), True)
+            if builder is not self._unix:
+                builder.map_times(self.clock.to_unix_ms)
+                self._unix = builder  # its times are Unix ms now: never map them twice
+            payload = builder.encode(self.clock.to_unix_ms(now), True, False)
             built = 0  # absolute times: the frame needs no age
         else:
-            payload = builder.encode(now, False)
+            payload = builder.encode(now, False, False)
             built = now + 1  # monotonic build time + 1: the frame carries an age
         seq = self.seqs.take()
-        frame = cose.create(self.key, self.kid, seq, content_type, payload)
+        frame = cose.create(self.key, self.kid, seq, content_type, payload, None, self._frame)
         if self.store.append(seq, frame, built):
-            self.frames += 1
-            if self.on_frame:
-                self.on_frame()
+            self.frames += 1  # the sender sees the store grow
         else:
             self.refused += 1
+        builder.clear()
+        self._unix = None
         return seq

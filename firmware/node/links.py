@@ -1,10 +1,22 @@
 """Transports: one frame per UDP datagram, or COBS over a UART / serial
-device.  Both offer ``send(frame)`` and ``async recv()`` (one frame)."""
+device.  Both offer ``send(frame)`` and ``async recv()`` (one frame).
 
+They wait for input on asyncio's poller directly (no StreamReader), and the
+serial one loads the COBS codec only when it is used."""
+
+import gc
 import asyncio
 import socket
 
-from protocol import cobs, cose
+from micropython import const
+
+_MAX_IN = const(1088)  # the largest gateway frame (1024 B) with slack
+_SMALL_IN = const(320)  # an ACK for a full window (8 frames) with room to spare
+
+
+def readable(stream):
+    """Await until ``stream`` has input (what StreamReader does inside)."""
+    yield asyncio.core._io_queue.queue_read(stream)
 
 
 class UdpLink:
@@ -13,7 +25,6 @@ class UdpLink:
         self.sock = socket.socket(addr[0], socket.SOCK_DGRAM)
         self.sock.connect(addr[-1])
         self.sock.setblocking(False)
-        self._reader = asyncio.StreamReader(self.sock)
         self.errors = 0
 
     def send(self, frame):
@@ -24,12 +35,24 @@ class UdpLink:
             raise
 
     async def recv(self):
-        try:
-            return await self._reader.read(cose.MAX_FRAME + 64)
-        except OSError:
-            self.errors += 1
-            await asyncio.sleep_ms(100)
-            return None
+        await readable(self.sock)
+        # recv, not readinto into a buffer made once: a stream read joins
+        # queued datagrams.  recv needs its size in one piece of heap first;
+        # when a fragmented heap has no 1 KB piece the datagram is still
+        # queued and is read into less: an ACK fits, a bigger frame arrives
+        # cut, fails its MAC check and is counted (the gateway resends).
+        for size in (_MAX_IN, _SMALL_IN):
+            try:
+                return self.sock.recv(size)
+            except OSError:
+                self.errors += 1
+                await asyncio.sleep_ms(100)
+                return None
+            except MemoryError:
+                self.errors += 1
+                gc.collect()
+        await asyncio.sleep_ms(50)
+        return None
 
     def close(self):
         self.sock.close()
@@ -40,16 +63,19 @@ class SerialLink:
     driver-enable pin (if any) is raised only while a frame is written."""
 
     def __init__(self, stream, de=None):
+        from protocol import cobs
+
+        self.cobs = cobs
         self.stream = stream
         self.de = de
-        self.deframer = cobs.Deframer(cose.MAX_FRAME + 64)
-        self._reader = asyncio.StreamReader(stream)
+        self.deframer = cobs.Deframer(_MAX_IN)
+        self._chunk = bytearray(256)
         self._queue = []
 
     def send(self, frame):
         if self.de:
             self.de(1)
-        self.stream.write(cobs.frame(frame))
+        self.stream.write(self.cobs.frame(frame))
         if self.de:
             if hasattr(self.stream, "flush"):
                 self.stream.flush()
@@ -57,9 +83,10 @@ class SerialLink:
 
     async def recv(self):
         while not self._queue:
-            chunk = await self._reader.read(256)
-            if chunk:
-                self._queue.extend(self.deframer.feed(chunk))
+            await readable(self.stream)
+            n = self.stream.readinto(self._chunk)
+            if n:
+                self._queue.extend(self.deframer.feed(memoryview(self._chunk)[:n]))
             else:
                 await asyncio.sleep_ms(20)
         return self._queue.pop(0)
@@ -74,7 +101,9 @@ def open_serial_device(path, baudrate):
     fd = f.fileno()
     termios.setraw(fd)
     attrs = termios.tcgetattr(fd)
-    attrs[6][termios.VMIN] = 0
-    attrs[6][termios.VTIME] = 0
+    cc = attrs[6]
+    # MicroPython's termios has no VMIN/VTIME names: Linux's indices
+    cc[getattr(termios, "VMIN", 6)] = 0
+    cc[getattr(termios, "VTIME", 5)] = 0
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     return f

@@ -12,10 +12,11 @@ import asyncio
 
 from micropython import const
 
-from protocol import cbor, cose, messages
+from protocol import cbor, messages
 from protocol.errors import ProtocolError
 
 _AGE_LABEL = b"\x3a\x00\x01\x00\x00"  # CBOR -65537, the age_ms header label
+_TICK_MS = const(20)  # how often an idle sender looks for new frames or ACKs
 
 
 def with_age(frame, age_ms):
@@ -35,7 +36,7 @@ def with_age(frame, age_ms):
     out.extend(_AGE_LABEL)
     cbor.write_int(out, age_ms)
     out.extend(memoryview(frame)[at + 1:])
-    return bytes(out)
+    return out
 
 
 class Sender:
@@ -48,8 +49,8 @@ class Sender:
         self.window = window
         self.ack_timeout_ms = ack_timeout_ms
         self.backoff_max_ms = backoff_max_ms
-        self.wake = asyncio.Event()
-        self._sent = {}  # seq -> (last send mono ms, attempts, deadline)
+        self.wake = False  # set by an ACK: look at the window again now
+        self._sent = {}  # seq -> [last send mono ms, attempts, deadline]
         self.on_config = None
         self.sent = 0
         self.retransmits = 0
@@ -74,11 +75,14 @@ class Sender:
         except OSError:
             pass  # link down: the deadline below retries
         entry = self._sent.get(seq)
-        attempts = entry[1] + 1 if entry else 0
+        self.sent += 1
         if entry:
             self.retransmits += 1
-        self.sent += 1
-        self._sent[seq] = (now, attempts, now + self._backoff(attempts))
+            entry[0] = now
+            entry[1] += 1
+            entry[2] = now + self._backoff(entry[1])
+        else:
+            self._sent[seq] = [now, 0, now + self._backoff(0)]
 
     def pump(self):
         """Send what is due; ms until the next deadline (None: nothing out)."""
@@ -101,11 +105,15 @@ class Sender:
     async def run(self):
         while True:
             wait = self.pump()
-            self.wake.clear()
-            try:
-                await asyncio.wait_for_ms(self.wake.wait(), wait if wait is not None else 1000)
-            except asyncio.TimeoutError:
-                pass
+            self.wake = False
+            depth = self.store.depth
+            # until the next deadline, a new frame or an ACK (no Event: a tick)
+            while not self.wake and self.store.depth <= depth and (wait is None or wait > 0):
+                await asyncio.sleep_ms(_TICK_MS)
+                if wait is not None:
+                    wait -= _TICK_MS
+                if self.store.depth < depth:
+                    depth = self.store.depth
 
     async def receive(self):
         while True:
@@ -126,9 +134,9 @@ class Sender:
                 # nothing was stored: back off every frame in flight
                 self.full_backoffs += 1
                 now = self.clock.mono_ms()
-                for seq in list(self._sent):
-                    sent, attempts, _ = self._sent[seq]
-                    self._sent[seq] = (sent, attempts + 1, now + self._backoff(attempts + 1))
+                for entry in self._sent.values():
+                    entry[1] += 1
+                    entry[2] = now + self._backoff(entry[1])
                 return
             sent_at = None
             for seq in seqs:
@@ -139,6 +147,6 @@ class Sender:
                     self.acked += 1
             self.clock.sync(time_ms, sent_at)
             self.last_ack_ms = self.clock.mono_ms()
-            self.wake.set()
+            self.wake = True
         elif msg.content_type == messages.CT_CONFIG and self.on_config:
             self.on_config(msg.body[0], msg.body[1])

@@ -12,6 +12,12 @@ MICROPYTHON = Path(sys.executable).with_name("micropython")
 # Running .py sources makes MicroPython compile them in the heap; the built
 # image (.mpy) is what the heap figures in docs/firmware.md are about.
 SOURCE_HEAP = "512K"
+# The heaps the built image runs the node in (figures in docs/firmware.md):
+# issue 3 asks for 64K; the lowest that passes today is about 92K for one
+# thermocouple channel and 128K for four drivers with their chip simulations,
+# so the tests run a step above those floors.
+NODE_HEAP_ONE = "96K"  # one or two small channels, a bad config
+NODE_HEAP = "136K"  # several drivers (max31856, ads1115, adxl345, modbus_rtu)
 
 
 

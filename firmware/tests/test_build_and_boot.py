@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fw_testlib import MICROPYTHON, REPO
+from fw_testlib import MICROPYTHON, NODE_HEAP_ONE, REPO
 
 sys.path.insert(0, str(REPO / "tools"))
 import firmware_tool  # noqa: E402
@@ -44,7 +44,7 @@ def test_bad_config_prints_each_problem_and_idles(image, tmp_path):
                      {"name": "c", "driver": "max3185"}]}))
     log = tmp_path / "out.txt"
     with open(log, "w") as out:
-        node = subprocess.Popen([str(MICROPYTHON), "-X", "heapsize=160K", "main.py"], cwd=flash, stdout=out,
+        node = subprocess.Popen([str(MICROPYTHON), "-X", "heapsize=" + NODE_HEAP_ONE, "main.py"], cwd=flash, stdout=out,
                                 stderr=subprocess.STDOUT)
         try:
             time.sleep(1.5)

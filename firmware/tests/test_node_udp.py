@@ -20,7 +20,7 @@ from smemet.protocol import cose, messages
 
 KEY = bytes(range(32))
 NODE = b"n1"
-HEAP = "256K"
+HEAP = "112K"  # two channels: NODE_HEAP_ONE plus a step (see fw_testlib)
 
 
 def flash_dir(image, tmp_path, port):

@@ -5,44 +5,18 @@ engineering units and classified by NAMUR NE43: 3.8..20.5 mA is a valid
 measurement; at or below 3.6 mA (wire break, sensor failure) and at or above
 21 mA (short circuit, sensor failure) there is no value; in between the
 value is kept but uncertain.  Reasons: namur-fail-low, namur-fail-high,
-namur-under-range, namur-over-range, no-response.
+namur-under-range, namur-over-range, no-response.  Settings: schema.py.
 """
 
 import asyncio
 
 from micropython import const
 
-NAME = "ads1115"
-BUS = "i2c"
-UNITS = ("A", "Cel", "Pa", "V", "%", "%RH", "m", "m3/s", "kg/s", "m/s", "K", "W")
-SETTINGS = (
-    ("bus", "str", "i2c0", None),
-    ("address", "int", 0x48, (0x48, 0x4B)),
-    ("input", "int", 0, (0, 3)),
-    ("shunt_ohm", "float", 100.0, (1.0, 1000.0)),
-    ("lrv", "float", 0.0, None),
-    ("urv", "float", 100.0, None),
-    ("unit", "str", "%", UNITS),
-    ("report_current", "bool", False, None),  # also report <name>.current in A
-)
-
 _CONVERSION = const(0x00)
 _CONFIG = const(0x01)
 _OS = const(0x8000)
 # PGA setting and its full-scale voltage, smallest range that fits the shunt.
 _PGA = ((0b101, 0.256), (0b100, 0.512), (0b011, 1.024), (0b010, 2.048), (0b001, 4.096), (0b000, 6.144))
-
-FAIL_LOW_MA = 3.6
-FAIL_HIGH_MA = 21.0
-VALID_LOW_MA = 3.8
-VALID_HIGH_MA = 20.5
-
-
-def validate(ch, where, problems):
-    if ch["lrv"] == ch["urv"]:
-        problems.append("%s.urv: must differ from lrv" % where)
-    if 0.022 * ch["shunt_ohm"] > 6.144:
-        problems.append("%s.shunt_ohm: 22 mA across %r ohm exceeds the ADC's 6.144 V" % (where, ch["shunt_ohm"]))
 
 
 def pga_for(shunt_ohm):
@@ -55,14 +29,15 @@ def pga_for(shunt_ohm):
 
 
 def classify(ma):
-    """NAMUR NE43: (has value, reason or None)."""
-    if ma <= FAIL_LOW_MA:
+    """NAMUR NE43: (has value, reason or None).  Failure at or below 3.6 mA
+    and at or above 21 mA; valid 3.8..20.5 mA; uncertain in between."""
+    if ma <= 3.6:
         return False, "namur-fail-low"
-    if ma >= FAIL_HIGH_MA:
+    if ma >= 21.0:
         return False, "namur-fail-high"
-    if ma < VALID_LOW_MA:
+    if ma < 3.8:
         return True, "namur-under-range"
-    if ma > VALID_HIGH_MA:
+    if ma > 20.5:
         return True, "namur-over-range"
     return True, None
 

@@ -1,17 +1,8 @@
 """MAX31855 cold-junction-compensated type-K thermocouple converter (SPI,
 read-only 32-bit word).  Reports ``<name>`` in Cel; faults: open-circuit,
-short-to-gnd, short-to-vcc, no-response."""
+short-to-gnd, short-to-vcc, no-response.  Settings: schema.py."""
 
 from micropython import const
-
-NAME = "max31855"
-BUS = "spi"
-UNITS = ("Cel",)
-SETTINGS = (
-    ("bus", "str", "spi0", None),
-    ("cs", "int", 5, (0, 64)),
-    ("cold_junction", "bool", False, None),  # also report <name>.cj
-)
 
 _FAULT = const(0x10000)
 _OC = const(0x01)

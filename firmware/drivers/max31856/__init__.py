@@ -4,21 +4,11 @@ and B (and the others the chip knows), cold junction, fault register.
 Reports ``<name>`` and ``<name>.cj`` in Cel.  Fault status bits become
 reasons: open-circuit and over-under-voltage (no value); tc-out-of-range,
 cj-out-of-range, tc-high, tc-low, cj-high, cj-low (value kept, uncertain);
-no-response when the chip does not answer."""
+no-response when the chip does not answer.  Settings: schema.py."""
 
 from micropython import const
 
-NAME = "max31856"
-BUS = "spi"
-UNITS = ("Cel",)
-TC_TYPES = {"B": 0, "E": 1, "J": 2, "K": 3, "N": 4, "R": 5, "S": 6, "T": 7}
-SETTINGS = (
-    ("bus", "str", "spi0", None),
-    ("cs", "int", 5, (0, 64)),
-    ("tc_type", "str", "K", tuple(sorted(TC_TYPES))),
-    ("averaging", "int", 1, (1, 16)),
-    ("mains_hz", "int", 50, (50, 60)),
-)
+TC_TYPES = "BEJKNRST"  # CR1 type code = index: B 0, E 1, J 2, K 3, N 4, R 5, S 6, T 7
 
 _CR0 = const(0x00)
 _CR1 = const(0x01)
@@ -28,7 +18,6 @@ _WRITE = const(0x80)
 _CR0_AUTO = const(0x80)
 _CR0_OCFAULT = const(0x10)
 _CR0_50HZ = const(0x01)
-_AVG = {1: 0, 2: 1, 4: 2, 8: 3, 16: 4}
 
 # Fault status register bits, most severe first: (bit, reason, no value)
 _FAULTS = (
@@ -39,11 +28,6 @@ _FAULTS = (
     (0x04, "tc-low", False),
 )
 _CJ_FAULTS = ((0x80, "cj-out-of-range"), (0x20, "cj-high"), (0x10, "cj-low"))
-
-
-def validate(ch, where, problems):
-    if ch["averaging"] not in _AVG:
-        problems.append("%s.averaging: %r is not one of 1, 2, 4, 8, 16" % (where, ch["averaging"]))
 
 
 def decode(regs):
@@ -75,7 +59,7 @@ class Driver:
         self.name = ch["name"]
         self.cj_name = self.name + ".cj"
         self.cr0 = _CR0_AUTO | _CR0_OCFAULT | (_CR0_50HZ if ch["mains_hz"] == 50 else 0)
-        self.cr1 = (_AVG[ch["averaging"]] << 4) | TC_TYPES[ch["tc_type"]]
+        self.cr1 = ((1, 2, 4, 8, 16).index(ch["averaging"]) << 4) | TC_TYPES.index(ch["tc_type"])
         self._cmd = bytearray(1)
         self._regs = bytearray(6)
         self.ready = False

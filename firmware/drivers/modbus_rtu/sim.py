@@ -8,7 +8,20 @@ Faults: no-response (silence), crc-error (corrupted CRC), busy (exception 6),
 device-failure (exception 4).
 """
 
-from drivers.modbus_rtu import crc16, encode_value, TYPES
+import struct
+
+from drivers.modbus_rtu import crc16, TYPES
+
+
+def encode_value(value, kind, word_order):
+    """Register bytes of a value, as the instrument holds it."""
+    count, fmt = TYPES[kind]
+    if fmt != ">f":
+        value = int(round(value))
+    raw = struct.pack(fmt, value)
+    if count == 2 and word_order == "little":
+        raw = raw[2:4] + raw[0:2]
+    return raw
 
 
 class Chip:

@@ -87,3 +87,36 @@ def test_remote_update_needs_newer_version_and_stays_valid():
             pass
     config.save(new, "saved.json")
     assert json.load(open("saved.json"))["cfg_ver"] == 2 and "_key" not in json.load(open("saved.json"))
+
+
+def _write(path, data):
+    with open(path, "w") as f:
+        f.write(json.dumps(data))
+
+
+def test_update_saved_by_the_running_node_is_applied_at_boot():
+    from node import fsutil
+
+    _write("config.json", base())
+    _write(config.UPDATE_PATH, {"version": 4, "settings": {"batch.max_records": 6, "channels.t.period_ms": 300}})
+    cfg = config.load()
+    assert cfg["cfg_ver"] == 4 and cfg["batch"]["max_records"] == 6 and cfg["channels"][0]["period_ms"] == 300
+    assert not fsutil.exists(config.UPDATE_PATH), "an applied update is consumed"
+    saved = json.load(open("config.json"))
+    assert saved["cfg_ver"] == 4 and saved["batch"]["max_records"] == 6
+    # applied again (power cut before the update file went): refused as not newer, consumed
+    _write(config.UPDATE_PATH, {"version": 4, "settings": {"batch.max_records": 7}})
+    assert config.load()["batch"]["max_records"] == 6 and not fsutil.exists(config.UPDATE_PATH)
+
+
+def test_invalid_or_damaged_update_keeps_the_config():
+    from node import fsutil
+
+    _write("config.json", base())
+    _write(config.UPDATE_PATH, {"version": 5, "settings": {"batch.max_records": 999}})
+    cfg = config.load()
+    assert cfg["cfg_ver"] == 0 and cfg["batch"]["max_records"] == 16 and not fsutil.exists(config.UPDATE_PATH)
+    with open(config.UPDATE_PATH, "w") as f:
+        f.write('{"version": 5, "sett')  # torn
+    assert config.load()["cfg_ver"] == 0 and not fsutil.exists(config.UPDATE_PATH)
+    assert json.load(open("config.json")).get("cfg_ver", 0) == 0

@@ -1,0 +1,56 @@
+"""The ProtocolError subclasses, one per reason, for CPython users (the
+gateway and tools catch them by class).  A node never imports this module;
+import the classes from ``errors``, which re-exports them."""
+
+from .errors import ProtocolError
+
+__all__ = ["MalformedFrame", "Oversize", "UnsupportedAlgorithm", "UnknownContentType", "UnknownNode", "BadMac",
+           "Replayed", "InvalidSenML", "MustUnderstand", "InvalidMessage"]
+
+
+class MalformedFrame(ProtocolError):
+    """The bytes are not a well-formed frame (bad CBOR, wrong structure)."""
+    reason = "malformed"
+
+
+class Oversize(ProtocolError):
+    reason = "oversize"
+
+
+class UnsupportedAlgorithm(ProtocolError):
+    reason = "unsupported-algorithm"
+
+
+class UnknownContentType(ProtocolError):
+    reason = "unknown-content-type"
+
+
+class UnknownNode(ProtocolError):
+    reason = "unknown-node"
+
+
+class BadMac(ProtocolError):
+    reason = "bad-mac"
+
+
+class Replayed(ProtocolError):
+    reason = "replayed"
+
+
+class InvalidSenML(ProtocolError):
+    reason = "invalid-senml"
+
+
+class MustUnderstand(InvalidSenML):
+    reason = "must-understand"
+
+
+class InvalidMessage(ProtocolError):
+    """An ACK or config payload that does not follow SPEC.md."""
+    reason = "invalid-message"
+
+
+CLASSES = {}
+for _cls in (MalformedFrame, Oversize, UnsupportedAlgorithm, UnknownContentType, UnknownNode, BadMac, Replayed,
+             InvalidSenML, MustUnderstand, InvalidMessage):
+    CLASSES[_cls.reason] = _cls

@@ -14,14 +14,12 @@ from typing import Callable
 
 from . import scenarios
 from .errors import UserError
-from .simnode import SimNode, SimNodeError, pending_frames
+from .simnode import DEFAULT_HEAP, SimNode, SimNodeError, pending_frames
 
-# The heap a simulated node gets (-X heapsize).  The HIL bench probes the
-# lowest heap the firmware as built runs in and adds one step of margin
-# (hil_tests/conftest.py): today 160K is the lowest with every sim driver
-# (docs/firmware.md), so the bench uses 192K.  Lower this when the firmware
-# shrinks; `--heap` overrides it per run.
-SIM_HEAP = "192K"
+# The heap a simulated node gets (-X heapsize): SimNode's default, which
+# follows the firmware's measured needs (docs/firmware.md); `--heap`
+# overrides it per run.
+SIM_HEAP = DEFAULT_HEAP
 
 # The demo plant: one node per story, named after what it measures.
 PLANT = (

@@ -101,6 +101,11 @@ class KeyStore:
             keys[node] = _decode_key(path, node, value)
         return cls(keys)
 
+    def replace_with(self, other: "KeyStore") -> None:
+        """Take ``other``'s keys in place, so every holder of ``get`` sees them
+        (a reload on SIGHUP: nodes added, removed or re-keyed)."""
+        self._by_kid = other._by_kid
+
     def get(self, kid: bytes) -> bytes | None:
         """The key of the node with this kid, or None (unknown node)."""
         return self._by_kid.get(kid)

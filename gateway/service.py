@@ -1,7 +1,8 @@
 """The gateway service: builds the parts from the config and runs them until
 SIGTERM/SIGINT, then shuts down in order: stop ingest, finish the group commit
 and its ACKs, process what was committed, give routes a moment to deliver,
-close the outbox."""
+close the outbox.  SIGHUP re-reads the key file (a newly commissioned node
+is known at once, without a restart)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import time
 
 from .config import GatewayConfig
+from .errors import GatewayError
 from .ingest import SerialLink, UdpLink
 from .keys import KeyStore
 from .latest import LatestValues
@@ -95,6 +97,19 @@ class Gateway:
                    "serial": ",".join(s.device for s in config.serial) or "-", "routes": len(config.routes),
                    "outbox": config.outbox.path, "kernels": _kernel_implementation()},
         )
+
+    def reload_keys(self) -> None:
+        """Re-read the key file (SIGHUP), e.g. after ``smemet commission`` or
+        ``gateway keys add``.  A broken file keeps the keys in use."""
+        try:
+            fresh = KeyStore.load(self.config.keys_file)
+        except GatewayError as exc:
+            log.error("key file not reloaded; the previous keys stay in use", extra={"error": str(exc)})
+            return
+        before = set(self.keys.nodes())
+        self.keys.replace_with(fresh)
+        after = set(self.keys.nodes())
+        log.info("keys reloaded", extra={"nodes": len(after), "added": len(after - before), "removed": len(before - after)})
 
     async def stop(self) -> None:
         """Stop ingest, drain the pipeline, let routes deliver, close."""
@@ -196,6 +211,7 @@ async def run(config: GatewayConfig, ready=None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gateway.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_keys)
     try:
         await gateway.start()
     except BaseException:
@@ -207,5 +223,5 @@ async def run(config: GatewayConfig, ready=None) -> None:
         await gateway.stopping.wait()
     finally:
         await gateway.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -11,8 +11,8 @@ says what to check next):
    its key, so commission can simply be run again after a failure);
 4. the node holds the current firmware (flashed and verified if not);
 5. config.json (and sim.json on the sim board) copied and read back;
-6. the gateway loads the key (``--restart-gateway CMD``; the gateway reads
-   its key store at start);
+6. the gateway loads the key (``--restart-gateway CMD``, e.g. a reload:
+   the gateway re-reads its key store on SIGHUP);
 7. the node restarts and its firmware comes up with the config;
 8. the gateway has seen a valid (MAC-verified) frame from it.
 
@@ -69,8 +69,8 @@ def register(subparsers) -> None:
                         help="the node's board (default: detected from the node)")
     parser.add_argument("--image", metavar="DIR", help="a built firmware image (default: build now)")
     parser.add_argument("--restart-gateway", metavar="CMD",
-                        help="shell command that restarts the gateway so it loads the new key, "
-                        "e.g. 'sudo systemctl restart smemet-gateway'")
+                        help="shell command that makes the gateway load the new key, "
+                        "e.g. 'sudo systemctl reload smemet-gateway' (SIGHUP)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the first frame (default 60)")
     parser.set_defaults(func=run)
 

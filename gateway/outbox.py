@@ -31,9 +31,10 @@ import marshal
 import os
 import sqlite3
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
-from smemet.protocol.window import WINDOW, ReplayWindow
+from .windows import TaggedWindow
 
 from .errors import OutboxError, OutboxFull
 from .model import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, Measurement
@@ -43,6 +44,7 @@ ID_SPACE = 4096  # measurement id = frame id * ID_SPACE + index: a frame yields 
 QUALITY_NAMES = (QUALITY_GOOD, QUALITY_UNCERTAIN, QUALITY_BAD)  # stored as the index
 KIND_NAMES = ("data", "status")
 PROCESSING = "processing"
+RECENT_FRAMES = 256  # processed frames kept in memory for routes (between this and twice this; ~7 kB per 32-reading frame)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -55,7 +57,8 @@ CREATE TABLE IF NOT EXISTS frames (
     raw BLOB NOT NULL,
     UNIQUE (node, seq)
 );
-CREATE TABLE IF NOT EXISTS windows (node TEXT PRIMARY KEY, highest INTEGER NOT NULL, bitmap BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS windows (node TEXT PRIMARY KEY, highest INTEGER NOT NULL, bitmap BLOB NOT NULL,
+                                    tags BLOB NOT NULL) WITHOUT ROWID;  -- tags: MAC tag per number in the window
 CREATE TABLE IF NOT EXISTS measurements (
     frame_id INTEGER PRIMARY KEY,      -- the frame they were attributed to (frames.id)
     node TEXT NOT NULL,
@@ -129,6 +132,20 @@ class Outbox:
         self.held_measurements = self._writer.execute("SELECT coalesce(sum(count), 0) FROM measurements").fetchone()[0]
         self._changed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The size check costs two PRAGMAs; a commit does it only when what
+        # was written since the last check could have used the room left then.
+        # The newest processed frames, also kept in memory for the routes
+        # (they would otherwise read back at once what was just written):
+        # (frame_id, node, seq, kind, rows) in frame order; every stored frame
+        # with frame_id >= _recent_from is in it.  SQLite stays the record and
+        # serves any read that starts before it (a lagging route, a restart).
+        self._recent: list[tuple] = []
+        self._recent_ids: list[int] = []
+        self._recent_from: int | None = None
+        self._recent_lock = threading.Lock()
+        self._recent_off = False
+        self._room = 0  # max_bytes - used bytes, at the last exact check
+        self._written = 0  # payload bytes stored since then
 
     def _sequence(self, table: str) -> int:
         """The largest id ``table`` ever used (pruning does not lower it)."""
@@ -158,18 +175,28 @@ class Outbox:
         return (pages - free) * self.page_size
 
     def is_full(self) -> bool:
-        return self.used_bytes() >= self.max_bytes
+        used = self.used_bytes()
+        self._room, self._written = self.max_bytes - used, 0
+        return used >= self.max_bytes
 
-    def load_windows(self) -> dict[str, ReplayWindow]:
-        rows = self._writer.execute("SELECT node, highest, bitmap FROM windows").fetchall()
-        return {node: ReplayWindow(highest, int.from_bytes(bitmap, "big")) for node, highest, bitmap in rows}
+    def _may_be_full(self) -> bool:
+        """``is_full``, skipped while the bytes written since the last check
+        (x4 for pages, indexes and row headers, plus 64 KiB) fit in the room
+        left then; pruning only adds room, so skipping is never wrong."""
+        if self._written * 4 + 65536 < self._room:
+            return False
+        return self.is_full()
 
-    def commit_frames(self, frames: Sequence[FrameRow], windows: Iterable[tuple[str, ReplayWindow]]) -> int:
+    def load_windows(self) -> dict[str, TaggedWindow]:
+        rows = self._writer.execute("SELECT node, highest, bitmap, tags FROM windows").fetchall()
+        return {node: TaggedWindow(highest, int.from_bytes(bitmap, "big"), tags) for node, highest, bitmap, tags in rows}
+
+    def commit_frames(self, frames: Sequence[FrameRow], windows: Iterable[tuple[str, TaggedWindow]]) -> int:
         """Store ``frames`` and the replay windows they moved in one durable
         transaction; returns the id of the last frame (ids are consecutive).
         Raises OutboxFull (nothing stored) when the size limit or the disk
         is reached."""
-        if self.is_full():
+        if self._may_be_full():
             raise OutboxFull(f"outbox uses {self.used_bytes()} of {self.max_bytes} bytes")
         db = self._writer
         try:
@@ -181,8 +208,8 @@ class Outbox:
                     [(f.node, f.seq, f.content_type, f.received, f.raw) for f in frames],
                 )
                 db.executemany(
-                    "INSERT OR REPLACE INTO windows VALUES (?, ?, ?)",
-                    [(node, w.highest, w.bitmap.to_bytes(8, "big")) for node, w in windows],
+                    "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?)",
+                    [(node, w.highest, w.bitmap.to_bytes(8, "big"), bytes(w.tags)) for node, w in windows],
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -193,6 +220,7 @@ class Outbox:
                 raise OutboxFull(f"disk full writing {self.path}") from None
             raise
         self.last_frame_id = (first[0] if first else 0) + len(frames)
+        self._written += sum(len(f.raw) + 64 for f in frames)
         return self.last_frame_id
 
     def processing_cursor(self) -> int:
@@ -234,11 +262,34 @@ class Outbox:
                 raise
         finally:
             db.execute("PRAGMA synchronous=FULL")
+        self._written += sum(len(r[6]) + 64 for r in records)
+        self._remember(frames)
         if records:
             last = records[-1]
             self.last_measurement_id = max(self.last_measurement_id, last[0] * ID_SPACE + last[5] - 1)
             self.held_measurements += sum(r[5] for r in records)
         return self.last_measurement_id
+
+    def _remember(self, frames: Sequence[tuple]) -> None:
+        """Keep the frames just committed in memory for ``read_frames``."""
+        with self._recent_lock:
+            if self._recent_off:
+                return
+            for frame_id, node, seq, kind, _received, rows in frames:
+                if rows:
+                    if self._recent_ids and frame_id <= self._recent_ids[-1]:
+                        # Out of order (cannot happen: processing follows commit
+                        # order): memory could no longer vouch for completeness.
+                        self._recent, self._recent_ids, self._recent_from = [], [], None
+                        self._recent_off = True
+                        return
+                    if self._recent_from is None:
+                        self._recent_from = frame_id
+                    self._recent.append((frame_id, node, seq, kind, rows))
+                    self._recent_ids.append(frame_id)
+            if len(self._recent) > 2 * RECENT_FRAMES:
+                del self._recent[:RECENT_FRAMES], self._recent_ids[:RECENT_FRAMES]
+                self._recent_from = self._recent_ids[0]
 
     def prune(self, now: float, audit_retention: float, routes: Sequence[str]) -> tuple[int, int]:
         """Delete processed frames older than the audit retention, and
@@ -249,13 +300,7 @@ class Outbox:
         processed = self.processing_cursor()
         db.execute("BEGIN IMMEDIATE")
         try:
-            # A frame inside its node's replay window stays: a retransmission of
-            # it is recognised by its tag and ACKed again (SPEC.md §5.3).
-            frames = db.execute(
-                "DELETE FROM frames WHERE id <= ? AND received < ? AND seq <= coalesce("
-                "(SELECT highest FROM windows WHERE windows.node = frames.node), seq + ?) - ?",
-                (processed, cutoff, WINDOW, WINDOW),
-            ).rowcount
+            frames = db.execute("DELETE FROM frames WHERE id <= ? AND received < ?", (processed, cutoff)).rowcount
             if routes:
                 placeholders = ",".join("?" * len(routes))
                 known = db.execute(
@@ -367,14 +412,24 @@ class Outbox:
         (channel, time, value, unit, quality code, reason) tuples, ids
         ``first_id``, ``first_id + 1``, ...  Routes use this when the source
         offers it (routes/payload.py ``FrameBlock``)."""
-        frames = self._reader.execute(
-            "SELECT frame_id, node, seq, kind, rows FROM measurements WHERE frame_id >= ? ORDER BY frame_id LIMIT ?",
-            (after_id // ID_SPACE, max_frames),
-        ).fetchall()
+        start = after_id // ID_SPACE
+        with self._recent_lock:
+            if self._recent_from is not None and start >= self._recent_from:
+                at = bisect_left(self._recent_ids, start)
+                frames = self._recent[at:at + max_frames]
+            else:
+                frames = None
+        if frames is None:
+            loads = marshal.loads
+            frames = [
+                (frame_id, node, seq, kind, loads(blob))
+                for frame_id, node, seq, kind, blob in self._reader.execute(
+                    "SELECT frame_id, node, seq, kind, rows FROM measurements WHERE frame_id >= ? ORDER BY frame_id LIMIT ?",
+                    (start, max_frames),
+                )
+            ]
         out = []
-        loads = marshal.loads
-        for frame_id, node, seq, kind, blob in frames:
-            rows = loads(blob)
+        for frame_id, node, seq, kind, rows in frames:
             first = frame_id * ID_SPACE
             if first <= after_id:  # the frame the read position falls in
                 skip = after_id - first + 1

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from smemet.protocol import cose, messages
 from smemet.protocol.errors import ProtocolError, Replayed
-from smemet.protocol.window import NEW, SEEN, ReplayWindow
+from smemet.protocol.window import NEW, SEEN
 
 from . import fastpath, virtual
 from .acks import Acker
@@ -35,6 +35,7 @@ from .logs import RateLimiter
 from .metrics import GatewayMetrics
 from .errors import OutboxError, OutboxFull
 from .outbox import FrameRow, Outbox
+from .windows import TaggedWindow
 from .processing import STATUS_STORE_DEPTH, Processor
 
 log = logging.getLogger("smemet.gateway.pipeline")
@@ -81,7 +82,7 @@ class Pipeline:
         self.clock = clock
         self.acker = Acker(key_for, clock)
         self.latest = latest  # LatestValues for the Modbus server, or None
-        self.windows: dict[str, ReplayWindow] = outbox.load_windows()
+        self.windows: dict[str, TaggedWindow] = outbox.load_windows()
         self.full = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
         self._pending: dict[tuple[str, int], _Pending] = {}
@@ -93,7 +94,9 @@ class Pipeline:
         self._tasks: list[asyncio.Task] = []
         self._log_limit = RateLimiter(10.0)
         self._received = {}
+        self._last_seen = {}  # node -> its node_last_seen gauge (labels() per frame showed in profiles)
         self._rejected = {}
+        self._acks_sent = {}
         self._last_full_log = 0.0
         self._virtual_next: dict[str, int] = {}
 
@@ -148,7 +151,8 @@ class Pipeline:
             # Only the very frame we stored is ACKed again (the node missed
             # its ACK).  Another frame reusing the number must not be ACKed:
             # the node would delete data we never stored (SPEC.md §5.3).
-            if self.outbox.frame_tag(node, seq) == header.tag:
+            stored = window.tag_of(seq) if state == SEEN else self.outbox.frame_tag(node, seq)
+            if stored == header.tag:
                 self.metrics.frames_duplicate.inc()
                 self._send_acks(header.kid, [seq], messages.ACK_OK, [(link, address)])
             elif state == SEEN:
@@ -171,7 +175,10 @@ class Pipeline:
         except ProtocolError as exc:
             self._reject(exc, link, address, node)
             return
-        self.metrics.node_last_seen.labels(node).set(now)
+        seen = self._last_seen.get(node)
+        if seen is None:
+            seen = self._last_seen[node] = self.metrics.node_last_seen.labels(node)
+        seen.set(now)
         if self._closing:  # not ACKed: the node retransmits to the next run
             return
         if self.full:
@@ -217,7 +224,10 @@ class Pipeline:
                     link.send(data, address)
                 except OSError as exc:  # a link that just went away: the node retransmits
                     log.debug("ACK not sent", extra={"link": link.name, "error": str(exc)})
-        self.metrics.acks_sent.labels("ok" if status == messages.ACK_OK else "full").inc(len(frames) * len(replies))
+        counter = self._acks_sent.get(status)
+        if counter is None:
+            counter = self._acks_sent[status] = self.metrics.acks_sent.labels("ok" if status == messages.ACK_OK else "full")
+        counter.inc(len(frames) * len(replies))
 
     def _set_full(self, full: bool) -> None:
         if full != self.full:
@@ -250,14 +260,14 @@ class Pipeline:
             entry = self._pending.pop(key)
             self._inflight[key] = entry
             batch.append(entry)
-        moved: dict[str, ReplayWindow] = {}
+        moved: dict[str, TaggedWindow] = {}
         for entry in batch:
             node = entry.opened.node
             window = moved.get(node)
             if window is None:
                 live = self.windows.get(node)
-                window = moved[node] = ReplayWindow(live.highest, live.bitmap) if live else ReplayWindow()
-            window.accept(entry.opened.seq)
+                window = moved[node] = live.copy() if live else TaggedWindow()
+            window.accept(entry.opened.seq, _tag_of(entry.opened.frame))
         rows = [FrameRow(e.opened.node, e.opened.seq, e.opened.content_type, e.received, e.opened.frame) for e in batch]
         started = time.perf_counter()
         try:

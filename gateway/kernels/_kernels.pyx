@@ -476,7 +476,7 @@ cdef class Hampel:
                         continue
                 mad = mad_of_sorted(s, w, median)
                 if fabs(x - median) > limit_scale * mad:
-                    v[i] = median
+                    v[i] = median + 0.0  # -0.0 and 0.0 sort as equals: give the same zero as the pure twin
                     lower_to(q, r, i, UNCERTAIN, R_SPIKE_REPLACED)
         self.count = count
         self.head = head

@@ -236,7 +236,7 @@ class Hampel:
             median = _median_of_sorted(ordered)
             mad = _median_of_sorted(sorted(abs(v - median) for v in ordered))
             if abs(x - median) > limit_scale * mad:
-                values[i] = median
+                values[i] = median + 0.0  # -0.0 and 0.0 sort as equals: always the same zero
                 _lower_to(quality, reason, i, _UNCERTAIN, codes.SPIKE_REPLACED)
         return n
 

@@ -198,6 +198,8 @@ class SenmlWriter:
     def __init__(self) -> None:
         self._heads: dict[tuple[str, str], str] = {}  # (node, channel) -> '{"n":"node/channel","t":'
         self._units: dict[str | None, str] = {None: "", "": ""}  # unit -> ',"u":"Cel"'
+        # (node, channel, unit) -> (head, unit part): one look-up per row on the common path
+        self._pairs: dict[tuple, tuple[str, str]] = {}
 
     def payload(self, node: str, seq: int, kind: str, rows: Sequence[tuple]) -> bytes:
         try:
@@ -205,26 +207,44 @@ class SenmlWriter:
         except (_Unusual, KeyError, TypeError):
             return senml_payload([_measurement(node, seq, kind, row) for row in rows])
 
+    def _pair(self, node: str, channel, unit) -> tuple[str, str]:
+        heads, units = self._heads, self._units
+        head = heads.get((node, channel))
+        if head is None:
+            if type(channel) is not str or len(heads) >= 100_000:
+                raise _Unusual
+            head = heads[(node, channel)] = '{"n":' + _json_str(f"{node}/{channel}") + ',"t":'
+        unit_part = units.get(unit)
+        if unit_part is None:
+            if type(unit) is not str or len(units) >= 10_000:
+                raise _Unusual
+            unit_part = units[unit] = ',"u":' + _json_str(unit)
+        pair = (head, unit_part)
+        if len(self._pairs) < 100_000:  # bounded: names come from nodes
+            self._pairs[(node, channel, unit)] = pair
+        return pair
+
     def _write(self, node: str, seq: int, kind: str, rows: Sequence[tuple]) -> bytes:
         if type(seq) is not int or type(kind) is not str:
             raise _Unusual
-        heads, units = self._heads, self._units
+        pairs = self._pairs
         frame_part = ',"node":' + _json_str(node) + ',"seq":' + _int_repr(seq)
         kind_part = "}" if kind == "data" else ',"kind":' + _json_str(kind) + "}"
+        good_tail = frame_part + _QUALITY_PART[0] + kind_part
         quality_part, good = _QUALITY_PART, _GOOD_CODES
         parts = []
         add = parts.append
         for channel, time, value, unit, quality, reason in rows:
-            head = heads.get((node, channel))
-            if head is None:
-                if type(channel) is not str or len(heads) >= 100_000:
-                    raise _Unusual
-                head = heads[(node, channel)] = '{"n":' + _json_str(f"{node}/{channel}") + ',"t":'
-            unit_part = units.get(unit)
-            if unit_part is None:
-                if type(unit) is not str or len(units) >= 10_000:
-                    raise _Unusual
-                unit_part = units[unit] = ',"u":' + _json_str(unit)
+            pair = pairs.get((node, channel, unit))
+            if pair is None:
+                pair = self._pair(node, channel, unit)
+            # The common row (float time and value, both finite, good, no
+            # reason) in one f-string; ``!r`` of an exact float is its repr,
+            # as json.dumps writes it.
+            if type(time) is float and type(value) is float and quality in good and not reason \
+                    and not (time - time) and not (value - value):
+                add(f'{pair[0]}{time!r}{pair[1]},"v":{value!r}{good_tail}')
+                continue
             kind_of = type(time)
             if kind_of is float:
                 if time - time:  # NaN or infinite: json.dumps refuses it
@@ -257,7 +277,7 @@ class SenmlWriter:
                 tail = quality_part[quality] + ',"reason":' + _json_str(reason)
             else:
                 raise _Unusual
-            add(head + time_text + unit_part + value_part + frame_part + tail + kind_part)
+            add(pair[0] + time_text + pair[1] + value_part + frame_part + tail + kind_part)
         return ("[" + ",".join(parts) + "]").encode()
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from smemet.gateway.errors import OutboxFull
 from smemet.gateway.model import Measurement
+from smemet.gateway.windows import TaggedWindow
 from smemet.gateway.outbox import ID_SPACE, FrameRow, Outbox
-from smemet.protocol.window import SEEN, TOO_OLD, ReplayWindow
+from smemet.protocol.window import SEEN, TOO_OLD
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def frames(node, seqs, received=1000.0):
 
 
 def window(*seqs):
-    w = ReplayWindow()
+    w = TaggedWindow()
     for seq in seqs:
         w.accept(seq)
     return w
@@ -182,12 +183,21 @@ async def test_wait_beyond_wakes_on_notify(outbox):
     assert asyncio.get_running_loop().time() - started >= 0.09
 
 
-def test_prune_keeps_frames_inside_their_nodes_replay_window(outbox):
-    """A retransmission inside the window must find its frame to be ACKed again."""
-    seqs = list(range(1, 101))
-    outbox.commit_frames(frames("b", seqs, received=10.0), [("b", window(*seqs))])
-    outbox.write_processed([], last_frame_id=100)
-    pruned, _ = outbox.prune(now=1000.0, audit_retention=0.0, routes=[])
-    assert pruned == 100 - 64
-    assert not outbox.has_frame("b", 36) and outbox.has_frame("b", 37)
-    assert outbox.frame_tag("b", 100) == (bytes([100]) * 40)[-8:]
+def test_windows_keep_the_tag_of_each_number_across_a_restart(outbox):
+    """A retransmission is told apart from another frame reusing its number by
+    the tag kept in the window, even after audit retention pruned the frame."""
+    w = TaggedWindow()
+    for seq in range(1, 101):
+        w.accept(seq, bytes([seq]) * 8)
+    outbox.commit_frames(frames("b", [100], received=10.0), [("b", w)])
+    outbox.write_processed([], last_frame_id=1)
+    assert outbox.prune(now=1000.0, audit_retention=0.0, routes=[])[0] == 1
+    reopened = Outbox(outbox.path, outbox.max_bytes)
+    try:
+        loaded = reopened.load_windows()["b"]
+    finally:
+        reopened.close()
+    assert loaded.tag_of(100) == bytes([100]) * 8
+    assert loaded.tag_of(37) == bytes([37]) * 8
+    assert loaded.tag_of(36) is None  # below the window: only a stored frame can vouch for it
+    assert loaded.copy().tag_of(99) == bytes([99]) * 8

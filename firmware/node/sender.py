@@ -17,6 +17,7 @@ from protocol.errors import ProtocolError
 
 _AGE_LABEL = b"\x3a\x00\x01\x00\x00"  # CBOR -65537, the age_ms header label
 _TICK_MS = const(20)  # how often an idle sender looks for new frames or ACKs
+_SPAN = const(32)  # numbers in flight span less than this (SPEC.md §5.3)
 
 
 def with_age(frame, age_ms):
@@ -88,6 +89,10 @@ class Sender:
         """Send what is due; ms until the next deadline (None: nothing out)."""
         now = self.clock.mono_ms()
         window = self.store.pending(self.window)
+        if window and window[-1] - window[0] >= _SPAN:
+            # SPEC §5.3: numbers in flight span less than 32, or a reboot's
+            # jump could push a frame still in flight below the gateway's window.
+            window = [seq for seq in window if seq - window[0] < _SPAN]
         for seq in list(self._sent):
             if seq not in window:
                 del self._sent[seq]

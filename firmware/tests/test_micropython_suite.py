@@ -5,7 +5,7 @@ import pytest
 from fw_testlib import FIRMWARE, run_mp
 
 MODULES = sorted(
-    ["test_store", "test_config", "test_alloc", "test_framer"]
+    [p.stem for p in (FIRMWARE / "tests" / "mp").glob("test_*.py")]
     + ["drivers.%s.%s" % (p.parent.name, p.stem) for p in FIRMWARE.glob("drivers/*/test_*.py")]
 )
 

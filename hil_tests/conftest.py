@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from hil_bench import SUMMARY, Bench  # noqa: E402
 
-from smemet.gateway.testing.broker import MosquittoBroker  # noqa: E402
+from smemet.gateway.testing.broker import make_broker  # noqa: E402,F401 - the broker fixture, shared
 from smemet.simnode import SimNode, build_image  # noqa: E402
 
 HEAP_LADDER = ("64K", "96K", "128K", "160K", "192K", "256K", "384K", "512K")
@@ -133,21 +133,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
-
-
-@pytest.fixture
-def make_broker(tmp_path):
-    brokers: list[MosquittoBroker] = []
-
-    def make(**options) -> MosquittoBroker:
-        broker = MosquittoBroker(tmp_path / f"broker{len(brokers)}", **options)
-        brokers.append(broker)
-        broker.start()
-        return broker
-
-    yield make
-    for broker in brokers:
-        broker.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

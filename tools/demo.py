@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -238,10 +239,11 @@ class Demo:
         self.fleet.start()
 
     def _instructions(self, host: str, port: int, started: float) -> None:
+        smemet = _command_name()
         print(f"demo: up in {time.monotonic() - started:.1f} s. Watch the measurements:\n"
               f"  mosquitto_sub -h {host} -p {port} -t '{PREFIX}/#' -v\n"
-              f"  smemet monitor --broker mqtt://{host}:{port}\n"
-              f"  smemet nodes --gateway-config {self.config_path}\n"
+              f"  {smemet} monitor --broker mqtt://{host}:{port}\n"
+              f"  {smemet} nodes --gateway-config {self.config_path}\n"
               f"Ctrl-C stops the demo" + (f" (or it stops after {self.args.duration:g} s)" if self.args.duration else ""),
               flush=True)
 
@@ -341,3 +343,14 @@ class Demo:
                 await self.broker.shutdown()
             except Exception:  # noqa: BLE001 - the broker is going away anyway
                 pass
+
+
+def _command_name() -> str:
+    """How the user can run smemet from here: plain ``smemet`` when it is on
+    PATH, else the venv's script (``make demo`` runs .venv/bin/smemet)."""
+    if shutil.which("smemet"):
+        return "smemet"
+    script = os.path.join(os.path.dirname(sys.executable), "smemet")
+    if os.path.exists(script):
+        return os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script
+    return f"{sys.executable} -m smemet"

@@ -317,10 +317,17 @@ def verify(frame: bytes, key_for) -> Header:
     if key is None:
         raise UnknownNode("node %r is not registered" % (messages.node_name(header.kid),))
     if not _mac_ok(key, header):
-        raise BadMac("MAC does not verify with this node's key")
+        raise _of_node(BadMac("MAC does not verify with this node's key"), header.kid)
     if header.content_type not in messages.NODE_TO_GATEWAY:
-        raise UnknownContentType("content type %d is not a node message" % header.content_type)
+        raise _of_node(UnknownContentType("content type %d is not a node message" % header.content_type), header.kid)
     return header
+
+
+def _of_node(exc: ProtocolError, kid: bytes) -> ProtocolError:
+    """Name the registered node a rejected frame claims to be from (for its
+    per-node reject count; the claim is only as good as the kid)."""
+    exc.node = messages.node_name(kid)
+    return exc
 
 
 def decode(frame: bytes, header: Header, now: float) -> Opened:

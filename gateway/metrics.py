@@ -24,6 +24,11 @@ class GatewayMetrics:
             f"{PREFIX}_frames_duplicate", "Retransmissions of committed frames (re-ACKed, not delivered again)", registry=r
         )
         self.frames_rejected = Counter(f"{PREFIX}_frames_rejected", "Frames rejected, by protocol reason code", ["reason"], registry=r)
+        # Per node only for registered nodes (bounded labels): a node flashed
+        # with the wrong key shows up here as bad-mac.
+        self.node_frames_rejected = Counter(
+            f"{PREFIX}_node_frames_rejected", "Frames rejected from a registered node, by reason", ["node", "reason"], registry=r
+        )
         self.frames_refused_full = Counter(
             f"{PREFIX}_frames_refused_full", "Valid frames not stored because the outbox was full (ACK status full)", registry=r
         )

@@ -193,6 +193,9 @@ class Pipeline:
         if counter is None:
             counter = self._rejected[exc.reason] = self.metrics.frames_rejected.labels(exc.reason)
         counter.inc()
+        node = node or getattr(exc, "node", None)  # registered nodes only: bounded labels
+        if node is not None:
+            self.metrics.node_frames_rejected.labels(node, exc.reason).inc()
         allowed, suppressed = self._log_limit.allow(exc.reason)
         if allowed:
             log.warning(

@@ -22,6 +22,7 @@ CT_STATUS = 65001  # content type of a node's status (health) frame
 LAST_SEEN = "smemet_gateway_node_last_seen_timestamp_seconds"
 STORE_DEPTH = "smemet_gateway_node_store_depth"
 REJECTED = "smemet_gateway_frames_rejected_total"
+NODE_REJECTED = "smemet_gateway_node_frames_rejected_total"
 DEFAULT_METRICS_URL = "http://127.0.0.1:9470/metrics"
 
 

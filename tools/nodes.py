@@ -60,6 +60,10 @@ def collect(files: gateway_state.GatewayFiles, now: float | None = None) -> dict
             if not last_seen and outbox:
                 last_seen = outbox.last_frame(node)
             depth = metrics.value(gateway_state.STORE_DEPTH, node=node) if metrics else None
+            node_rejects = {} if not metrics else {
+                dict(labels)["reason"]: int(v) for (name, labels), v in metrics.items()
+                if name == gateway_state.NODE_REJECTED and dict(labels).get("node") == node and v
+            }
             if depth is None:
                 depth = status.get("store_depth")
             rows.append({
@@ -72,6 +76,7 @@ def collect(files: gateway_state.GatewayFiles, now: float | None = None) -> dict
                 "reset_cause": status.get("reset_cause"),
                 "cfg_ver": status.get("cfg_ver"),
                 "store_dropped": status.get("store_dropped"),
+                "rejects": node_rejects,
             })
     finally:
         if outbox:
@@ -91,14 +96,15 @@ def _cell(value, missing: str = "—") -> str:
 
 
 def render(state: dict, now: float | None = None) -> str:
-    header = f"{'node':<24} {'last seen':>10} {'store depth':>11} {'fw':<10} {'uptime':>8}  reset cause"
+    header = f"{'node':<24} {'last seen':>10} {'store depth':>11} {'fw':<10} {'uptime':>8}  {'reset cause':<14} rejects"
     lines = [header, "-" * len(header)]
     for row in state["nodes"]:
         uptime = row["uptime_s"]
+        rejects = ", ".join(f"{reason} {n}" for reason, n in sorted(row.get("rejects", {}).items())) or "—"
         lines.append(
             f"{row['node'][:24]:<24} {gateway_state.age_text(row['last_seen'], now):>10} "
             f"{_cell(row['store_depth']):>11} {_cell(row['fw']):<10} "
-            f"{(_cell(uptime) + 's') if uptime is not None else '—':>8}  {_cell(row['reset_cause'])}"
+            f"{(_cell(uptime) + 's') if uptime is not None else '—':>8}  {_cell(row['reset_cause']):<14} {rejects}"
         )
     if not state["nodes"]:
         lines.append("(no nodes registered: add one with smemet commission or smemet gateway keys add)")

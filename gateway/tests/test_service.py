@@ -166,6 +166,18 @@ async def test_bad_frames_are_counted_by_reason_and_never_stored(gateway, client
     assert gateway.outbox.read(0, 10) == []
 
 
+async def test_rejects_are_counted_per_registered_node(gateway, client):
+    """A node flashed with the wrong key shows up under its own name; an
+    unknown sender adds no label (the label set stays bounded)."""
+    await client.send(SimNode("node-1", key=node_key("node-2")).data_frame())
+    await client.send(SimNode("stranger").data_frame())
+    assert await client.nothing()
+    rejected = "smemet_gateway_node_frames_rejected_total"
+    assert sample(gateway, rejected, {"node": "node-1", "reason": "bad-mac"}) == 1
+    registry = gateway.metrics.registry
+    assert registry.get_sample_value(rejected, {"node": "stranger", "reason": "unknown-node"}) is None
+
+
 async def test_flood_of_bad_frames_logs_little(gateway, client, caplog):
     import logging
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from smemet import sim_fleet
 from smemet.fieldtest import SupervisedGateway, smemet
 from smemet.firmware_tool import build
+from smemet.gateway.testing.nodes import SimNode
 
 
 @pytest.fixture
@@ -62,6 +64,24 @@ def test_lists_registered_nodes_with_last_seen_store_depth_and_firmware(running)
     assert "0.1.0" in furnace and "ago" in furnace and "power-on" in furnace
     assert "never" in next(line for line in lines if line.startswith("spare-3"))
     assert "3 nodes; gateway running; rejects since gateway start: none" in table.stdout
+
+
+def test_shows_rejects_of_a_node_with_the_wrong_key(running):
+    gw, _fleet = running
+    impostor = SimNode("spare-3", key=os.urandom(32))  # flashed with another key
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(2):
+            sock.sendto(impostor.data_frame(samples=2), ("127.0.0.1", gw.udp_port))
+    deadline = time.monotonic() + 10
+    while True:
+        state = json.loads(smemet("nodes", "--gateway-config", str(gw.config), "--json").stdout)
+        spare = next(r for r in state["nodes"] if r["node"] == "spare-3")
+        if spare["rejects"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert spare["rejects"] == {"bad-mac": 2}
+    table = smemet("nodes", "--gateway-config", str(gw.config)).stdout
+    assert "bad-mac 2" in next(line for line in table.splitlines() if line.startswith("spare-3"))
 
 
 def test_with_the_gateway_stopped_the_outbox_still_tells(running):

@@ -122,6 +122,25 @@ async def start_tcp(instruments: Iterable[SimulatedInstrument], port: int, host:
     return server
 
 
+async def start_tcp_anywhere(instruments: Iterable[SimulatedInstrument], host: str = "127.0.0.1",
+                             attempts: int = 5) -> tuple[ModbusTcpServer, int]:
+    """``start_tcp`` on a free port; another process may take a port between
+    choosing it and listening (a busy test machine), so retry with a new one."""
+    instruments = list(instruments)
+    for attempt in range(attempts):
+        port = free_port(host)
+        server = ModbusTcpServer([i.device() for i in instruments], address=(host, port))
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError:  # "Could not start listen": the port was taken meanwhile
+            await server.shutdown()
+            if attempt == attempts - 1:
+                raise
+            continue
+        return server, port
+    raise AssertionError("unreachable")
+
+
 async def start_rtu(instruments: Iterable[SimulatedInstrument], serial_port: str,
                     baudrate: int = 19200, parity: str = "N") -> ModbusSerialServer:
     """A pymodbus RTU server on ``serial_port``: instruments sharing one bus.

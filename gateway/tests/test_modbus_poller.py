@@ -13,6 +13,7 @@ from smemet.gateway.model import Measurement
 from smemet.gateway.modbus import parse_modbus, run_pollers
 from smemet.gateway.modbus.simulate import (
     PtyCable, SimulatedInstrument, flow_meter, free_port, offgas_analyzer, start_rtu, start_tcp,
+    start_tcp_anywhere,
 )
 
 
@@ -255,13 +256,16 @@ async def test_modbus_device_that_disappears_and_comes_back(sink):
 
 async def test_modbus_forty_devices_polled_at_once(sink):
     instruments = [offgas_analyzer(1) if i % 2 == 0 else flow_meter(1) for i in range(40)]
-    ports = [free_port() for _ in instruments]
-    servers = [await start_tcp([inst], port) for inst, port in zip(instruments, ports)]
-    for i, inst in enumerate(instruments):
-        inst.set("co" if i % 2 == 0 else "total", 1000 + i)  # tell the devices apart
-    devices = [inst.config(f"dev-{i:02d}", **tcp(port, period=0.2))
-               for i, (inst, port) in enumerate(zip(instruments, ports))]
+    servers, ports = [], []
     try:
+        for inst in instruments:
+            server, port = await start_tcp_anywhere([inst])
+            servers.append(server)
+            ports.append(port)
+        for i, inst in enumerate(instruments):
+            inst.set("co" if i % 2 == 0 else "total", 1000 + i)  # tell the devices apart
+        devices = [inst.config(f"dev-{i:02d}", **tcp(port, period=0.2))
+                   for i, (inst, port) in enumerate(zip(instruments, ports))]
         started = time.monotonic()
         async with Pollers(devices, sink) as run:
             await until(lambda: all(sink.polls(f"dev-{i:02d}") >= 4 for i in range(40)), timeout=15)

@@ -179,6 +179,7 @@ class MosquittoBroker:
         self.users = dict(users or {})
         self.acl = {user: list(lines) for user, lines in (acl or {}).items()}
         self.port = port or free_port()
+        self._port_chosen_here = port is None  # may move to another free port until first started
         self.host = _HOST
         self.tls_files = make_pki(self.directory / "pki") if tls else None
         self.require_client_cert = require_client_cert
@@ -267,12 +268,20 @@ class MosquittoBroker:
         while True:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                if self._port_chosen_here and "in use" in (err + self.log_tail()):
+                    # Another process took the port between choosing and listening.
+                    self._close_process()
+                    self.port = free_port()
+                    self._write_config()
+                    self._port_chosen_here = False  # one move is enough
+                    return self.start(timeout)
                 raise BrokerError(
                     f"mosquitto exited with code {self.process.returncode} at start "
                     f"(port {self.port}): {err.strip()} {self.log_tail()}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
+                    self._port_chosen_here = False  # restarts keep this port (outage tests)
                     return
             except OSError:
                 if time.monotonic() > deadline:

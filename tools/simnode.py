@@ -106,6 +106,31 @@ def _write_or_drop(fd: int, data: bytes, flush_fd: int | None = None) -> None:
         pass
 
 
+def _pty_reads(fds, closed, tolerated=(errno.EIO, errno.EBADF)):
+    """Yield (fd, data) from whichever PTY master in ``fds`` has data, until
+    ``closed()``.  A read error in ``tolerated`` (every error when None) means
+    the other end is not open right now: wait a little and go on."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    while not closed():
+        try:
+            events = poller.poll(100)
+        except OSError:
+            return
+        for fd, _ in events:
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if tolerated is not None and exc.errno not in tolerated:
+                    raise
+                time.sleep(0.02)
+                continue
+            yield fd, data
+
+
 @dataclass
 class Boot:
     """One run of the VM: when it started and what the firmware announced."""
@@ -340,28 +365,11 @@ class SimNode:
         _write_or_drop(self._usb_master, data, self._usb_slave)
 
     def _relay_loop(self) -> None:
-        poller = select.poll()
-        poller.register(self._vm_master, select.POLLIN)
-        poller.register(self._usb_master, select.POLLIN)
-        while not self._closed:
-            try:
-                events = poller.poll(100)
-            except OSError:
-                return
-            for fd, _ in events:
-                try:
-                    data = os.read(fd, 4096)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.EIO, errno.EBADF):
-                        time.sleep(0.02)
-                        continue
-                    raise
-                if fd == self._vm_master:
-                    self._from_vm(data)
-                else:
-                    _write_or_drop(self._vm_master, data)
+        for fd, data in _pty_reads((self._vm_master, self._usb_master), lambda: self._closed):
+            if fd == self._vm_master:
+                self._from_vm(data)
+            else:
+                _write_or_drop(self._vm_master, data)
 
     def console_text(self) -> str:
         with self._lock:
@@ -482,31 +490,17 @@ class SerialCable:
         self._thread.start()
 
     def _loop(self) -> None:
-        poller = select.poll()
-        poller.register(self._node_master, select.POLLIN)
-        poller.register(self._gw_master, select.POLLIN)
-        while not self._closed:
-            try:
-                events = poller.poll(100)
-            except OSError:
-                return
-            for fd, _ in events:
-                try:
-                    data = os.read(fd, 4096)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    time.sleep(0.02)  # the other end is not open right now
-                    continue
-                direction = "up" if fd == self._node_master else "down"
-                if self.cut:
-                    continue
-                self.bytes[direction] += len(data)
-                if self.on_frame:
-                    for frame in self._deframers[direction].feed(data):
-                        self.on_frame(direction, bytes(frame))
-                out, flush = (self._gw_master, self._gw_slave) if direction == "up" else (self._node_master, self._node_slave)
-                _write_or_drop(out, data, flush)
+        # Any read error means the other end is not open right now: wait it out.
+        for fd, data in _pty_reads((self._node_master, self._gw_master), lambda: self._closed, tolerated=None):
+            direction = "up" if fd == self._node_master else "down"
+            if self.cut:
+                continue
+            self.bytes[direction] += len(data)
+            if self.on_frame:
+                for frame in self._deframers[direction].feed(data):
+                    self.on_frame(direction, bytes(frame))
+            out, flush = (self._gw_master, self._gw_slave) if direction == "up" else (self._node_master, self._node_slave)
+            _write_or_drop(out, data, flush)
 
     def close(self) -> None:
         self._closed = True

@@ -137,10 +137,10 @@ def _preflight(args):
 
 def run(args) -> int:
     gateway, files, metrics, template, channels = _preflight(args)
-    image = flash.image_from(args.image)
     checklist = Checklist()
     try:
-        _commission(args, gateway, files, metrics, template, channels, image, checklist)
+        with flash.image_from(args.image) as image:
+            _commission(args, gateway, files, metrics, template, channels, image, checklist)
     except StepFailed as failed:
         checklist.fail(failed.what, failed.hints)
         print(f"commission: {args.node_id} NOT commissioned ({len(checklist.passed)} steps passed); "

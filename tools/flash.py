@@ -9,6 +9,7 @@ compares it with the image to decide whether to flash).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from . import mpremote_link
 from .errors import UserError
@@ -76,12 +78,11 @@ def load_image(directory: str | Path) -> Image:
     return Image(path, manifest)
 
 
-def build_image(out: Path | None = None) -> Image:
-    """Build the firmware with ``smemet firmware build`` (into a temporary
-    directory unless ``out``)."""
+def build_image(out: Path) -> Image:
+    """Build the firmware into ``out`` with ``smemet firmware build``."""
     from . import firmware_tool
 
-    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="smemet-image-")) / "firmware"
+    out = Path(out)
     progress("building the firmware (smemet firmware build) ...")
     try:
         firmware_tool.build(out)
@@ -92,8 +93,15 @@ def build_image(out: Path | None = None) -> Image:
     return load_image(out)
 
 
-def image_from(args_image: str | None) -> Image:
-    return load_image(args_image) if args_image else build_image()
+@contextlib.contextmanager
+def image_from(args_image: str | None) -> Iterator[Image]:
+    """The image given with --image, or one built now into a temporary
+    directory that is removed when the command is done with it."""
+    if args_image:
+        yield load_image(args_image)
+        return
+    with tempfile.TemporaryDirectory(prefix="smemet-image-") as work:
+        yield build_image(Path(work) / "firmware")
 
 
 def progress(text: str) -> None:
@@ -138,9 +146,9 @@ def device_is_current(port: str, image: Image) -> bool:
 
 def run(args) -> int:
     check_port(args.port)
-    image = image_from(args.image)
-    copy_image(args.port, image)
-    bad = verify_image(args.port, image)
+    with image_from(args.image) as image:
+        copy_image(args.port, image)
+        bad = verify_image(args.port, image)
     if bad:
         print(f"flash: {len(bad)} of {len(image.files())} files did not verify on {args.port}: run smemet flash again; "
               "if it keeps failing the node's flash may be worn or full", file=sys.stderr)

@@ -64,8 +64,11 @@ def run(args) -> int:
     else:
         keys_file, default_port = args.keys, node_config.DEFAULT_GATEWAY_PORT
     gateway = node_config.parse_gateway(args.gateway or "127.0.0.1", default_port)
-    image = flash.image_from(args.image)
+    with flash.image_from(args.image) as image:
+        return _run_fleet(args, story, keys_file, gateway, image)
 
+
+def _run_fleet(args, story, keys_file, gateway, image) -> int:
     names = [f"{args.prefix}-{i}" for i in range(1, args.nodes + 1)]
     added = []
     keys = {}

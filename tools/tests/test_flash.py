@@ -3,6 +3,7 @@ on /dev/ttyUSB0: copy, verify on the device, restart; and its mistakes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -31,17 +32,18 @@ def fresh_node(tmp_path):
     node.close()
 
 
-def test_flash_builds_copies_verifies_and_restarts_a_fresh_node(fresh_node):
-    result = smemet("flash", "--port", fresh_node.console_path)
+def test_flash_builds_copies_verifies_and_restarts_a_fresh_node(fresh_node, tmp_path):
+    scratch = tmp_path / "tmp"  # where the image is built, and removed after
+    scratch.mkdir()
+    result = smemet("flash", "--port", fresh_node.console_path, env={**os.environ, "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr
+    assert not list(scratch.iterdir())
     manifest = json.loads((fresh_node.flash / "manifest.json").read_text())
     files = sorted(manifest["files"]) + ["manifest.json"]
     assert [line[2:] for line in result.stdout.splitlines() if line.startswith("✓ ")] == files
     assert "✗" not in result.stdout
     assert f"[{len(files)}/{len(files)}] manifest.json" in result.stderr  # progress per file
     for path in manifest["files"]:  # what the device holds is what was built
-        import hashlib
-
         assert hashlib.sha256((fresh_node.flash / path).read_bytes()).hexdigest() == manifest["files"][path], path
     # restarted: main.py ran and, with no config yet, says so
     fresh_node.wait_console(r"config\.json: not found", timeout=15)

@@ -114,6 +114,8 @@ def copy_image(port: str, image: Image) -> None:
     width = len(str(len(files)))
     progress(f"copying firmware {image.version} to {port}: {len(files)} files")
     mpremote_link.exec_snippet(port, _REMOVE_MANIFEST)
+    for path in mpremote_link.remove_stale_code(port, files):
+        progress(f"  removed {path} (not in this firmware)")
     started = time.monotonic()
     mpremote_link.copy_files(
         port, image.path, files,

@@ -54,6 +54,35 @@ for _d in {dirs!r}:
 """
 
 
+# Runs on the device: removes .py/.mpy files under the image's directories
+# that the new image does not have (an older firmware's, or sources copied
+# by hand: MicroPython imports foo.py before foo.mpy, so a stale source
+# would shadow the new code).  Data (store/, config, sequence numbers) is
+# outside these directories and never touched.
+_STALE_SNIPPET = """\
+import os
+_keep = set({keep!r})
+def _walk(_d):
+    for _e in os.ilistdir(_d):
+        _p = _d + '/' + _e[0]
+        if _e[1] == 0x4000:
+            _walk(_p)
+            if _p not in _keep:
+                try:
+                    os.rmdir(_p)
+                except OSError:
+                    pass
+        elif (_p.endswith('.py') or _p.endswith('.mpy')) and _p not in _keep:
+            os.remove(_p)
+            print('STALE', _p)
+for _d in {roots!r}:
+    try:
+        _walk(_d)
+    except OSError:
+        pass
+"""
+
+
 def mpremote_command() -> list[str]:
     beside = Path(sys.executable).with_name("mpremote")
     if beside.exists():
@@ -74,7 +103,8 @@ def _explain(port: str, output: str) -> str:
     elif "in use" in low or "busy" in low or "permission" in low:
         hint = "close other programs using the port (screen, minicom, Thonny, another smemet)"
     elif "no space" in low or "enospc" in low or "28" in last:
-        hint = "the node's flash is full: erase it (e.g. mpremote rm -r :store) and try again"
+        hint = ("the node's flash is full: remove files you added to it, or let the node send its stored "
+                "frames to the gateway first (its store/ holds measurements not yet delivered), then try again")
     else:
         hint = "check the cable and that the node runs MicroPython"
     return f"mpremote on {port}: {last}; {hint}"
@@ -150,6 +180,16 @@ def hash_files(port: str, paths: list[str], timeout: float = 120.0) -> dict[str,
         if len(parts) == 3 and parts[0] == "HASH":
             hashes[parts[1]] = None if parts[2] == "-" else parts[2]
     return hashes
+
+
+def remove_stale_code(port: str, paths: list[str], timeout: float = 60.0) -> list[str]:
+    """Remove the .py/.mpy files under the directories of ``paths`` (an
+    image's files) that are not among them; returns what was removed."""
+    dirs = _directories(paths)
+    roots = sorted({d.split("/", 1)[0] for d in dirs})
+    keep = sorted(set(paths) | set(dirs))
+    out = run(port, ["exec", _STALE_SNIPPET.format(keep=keep, roots=roots)], timeout)
+    return [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("STALE ")]
 
 
 def _directories(paths: list[str]) -> list[str]:

@@ -63,6 +63,33 @@ def test_a_file_that_differs_on_the_device_is_reported(fresh_node, image, tmp_pa
     assert "did not verify" in result.stderr
 
 
+def test_stale_firmware_code_is_removed_and_the_nodes_data_kept(fresh_node, image):
+    flash = fresh_node.flash
+    stale = {  # an older firmware's driver, and a source copied by hand that would shadow node/app.mpy
+        "drivers/max6675/__init__.mpy": b"M\x06old",
+        "node/app.py": b"print('STALE FIRMWARE')\n",
+    }
+    data = {  # what the node keeps: none of it may go
+        "store/00000001.seg": bytes(range(256)),
+        "config.json": b'{"node_id": "x"}',
+        "seq.a": b"\x01\x02",
+        "notes/commissioning.txt": b"installed 2026-11-02",
+    }
+    for path, content in {**stale, **data}.items():
+        (flash / path).parent.mkdir(parents=True, exist_ok=True)
+        (flash / path).write_bytes(content)
+    result = smemet("flash", "--port", fresh_node.console_path, "--image", str(image))
+    assert result.returncode == 0, result.stderr
+    for path in stale:
+        assert not (flash / path).exists(), path
+        assert f"removed {path} (not in this firmware)" in result.stderr
+    assert not (flash / "drivers" / "max6675").exists()  # left empty: removed too
+    for path, content in data.items():
+        assert (flash / path).read_bytes() == content, path
+    fresh_node.wait_console(r"config\.json: ", timeout=15)  # the new firmware checks the config
+    assert "STALE FIRMWARE" not in fresh_node.console_text()
+
+
 def test_no_such_port_is_one_line_and_exit_2(tmp_path):
     result = smemet("flash", "--port", str(tmp_path / "ttyUSB9"))
     assert result.returncode == 2

@@ -98,7 +98,15 @@ class Link:
             if not self.client.connected:
                 raise ReadFailed("disconnected", f"{self.name} closed the connection") from None
             garbled = self._rx_bytes > 0
-            if not self.serial:
+            if self.serial:
+                # RTU answers carry no transaction id: a late answer arriving
+                # after the next request went out would be taken as that
+                # request's answer (a stale value stamped as fresh).  Keep
+                # the bus quiet for one more timeout (the caller holds the
+                # bus lock) so a late answer lands while nothing is asked
+                # and is dropped.
+                await asyncio.sleep(timeout)
+            else:
                 # A late answer would arrive with a stale transaction id and
                 # poison the next request: start afresh.
                 self.client.close()

@@ -189,6 +189,31 @@ async def test_modbus_rtu_garbled_frames_and_cut_cable_become_quality_flags(sink
         cable.close()
 
 
+async def test_modbus_rtu_late_answer_is_not_taken_for_the_next_request(sink):
+    # A slow instrument answers after the poller gave up on it.  RTU has no
+    # transaction id: its late frame must not pass for the answer to the
+    # next request on the bus (its own retry, or the other device's).
+    cable = PtyCable().start()
+    slow, meter = offgas_analyzer(5), flow_meter(6)
+    # It answers 60 ms after its timeout: without a quiet bus, into the window
+    # of the retry that went out 20 ms after the timeout.
+    slow.delay = 0.26
+    server = await start_rtu([slow, meter], cable.device_path, baudrate=115200)
+    line = {"transport": "rtu", "serial_port": cable.client_path, "baudrate": 115200, "parity": "N",
+            "period": 0.1, "timeout": 0.2, "retries": 1, "backoff": 0.02}
+    try:
+        async with Pollers([slow.config("slow-5", **line), meter.config("flow-6", **line)], sink) as run:
+            await until(lambda: sink.polls("flow-6") >= 12 and sink.polls("slow-5") >= 4, timeout=15)
+        flows = sink.rows("flow-6")
+        assert all(r[5] == "good" for r in flows), [r for r in flows if r[5] != "good"][:3]
+        assert {r[1]: r[3] for r in flows[-2:]} == {"total": 123456, "flow": 42.5}
+        assert all(r[5] == "bad" and r[6] == "timeout" for r in sink.rows("slow-5")), [r[6] for r in sink.rows("slow-5")]
+        assert run.metric("smemet_modbus_poll_failures_total", device="flow-6", reason="bad-frame") == 0
+    finally:
+        await server.shutdown()
+        cable.close()
+
+
 async def test_modbus_timeout_of_a_dead_device_does_not_slow_the_others(sink):
     dead, alive = offgas_analyzer(1), flow_meter(2)
     dead.delay = 3.0  # far beyond its timeout: a device that never answers

@@ -100,10 +100,16 @@ class Driver:
                 if got >= want:
                     break
             await asyncio.sleep_ms(self.gap_ms)
-        if got == 0:
+        if got < want:
+            # RTU answers carry no transaction id: a late answer to this
+            # request must not pass for the next one's (another register's
+            # value).  Keep the bus quiet for one more timeout, then drop it.
+            await asyncio.sleep_ms(self.timeout_ms)
+            while self.uart.any():
+                self.uart.readinto(self._rx)
             return -1
-        if got < want or crc16(rx, want - 2) != rx[want - 2] | (rx[want - 1] << 8):
-            return -2 if got >= want else -1
+        if crc16(rx, want - 2) != rx[want - 2] | (rx[want - 1] << 8):
+            return -2
         if rx[0] != self.slave or rx[1] & 0x7F != function:
             return -3
         if rx[1] & 0x80:

@@ -5,10 +5,12 @@ values come from the scenario (one signal per register ``name``, in
 engineering units; divided by ``scale`` and encoded with the map's type and
 word order); any other register or function gets an exception reply.
 Faults: no-response (silence), crc-error (corrupted CRC), busy (exception 6),
-device-failure (exception 4).
+device-failure (exception 4), slow-response (each answer is held back for the
+signal ``response_ms``, default 100 ms: a device slower than the timeout).
 """
 
 import struct
+import time
 
 from drivers.modbus_rtu import crc16, TYPES
 
@@ -33,6 +35,7 @@ class Chip:
             self.map[(r.get("function", 3), r["address"])] = r
         self._in = bytearray()
         self._out = bytearray()
+        self._late = []  # (ticks_ms due, answer) held back by slow-response
         self.requests = 0
 
     def receive(self, data):
@@ -51,7 +54,11 @@ class Chip:
         crc = crc16(body)
         if fault == "crc-error":
             crc ^= 0x5555
-        self._out.extend(body + bytes((crc & 0xFF, crc >> 8)))
+        answer = body + bytes((crc & 0xFF, crc >> 8))
+        if fault == "slow-response":
+            self._late.append((time.ticks_add(time.ticks_ms(), int(self.signal.value("response_ms", 100))), answer))
+        else:
+            self._out.extend(answer)
 
     def _answer(self, req):
         if req[0] != self.slave:
@@ -77,10 +84,13 @@ class Chip:
         self._reply(bytes((self.slave, function, len(data))) + data)
 
     def pending(self):
+        now = time.ticks_ms()
+        while self._late and time.ticks_diff(self._late[0][0], now) <= 0:
+            self._out.extend(self._late.pop(0)[1])  # a slow answer arrives
         return len(self._out)
 
     def send_into(self, buf):
-        n = min(len(buf), len(self._out))
+        n = min(len(buf), self.pending())
         buf[:n] = self._out[:n]
         self._out = self._out[n:]
         return n

@@ -53,6 +53,24 @@ def test_faults_and_retries():
         assert per_register == (2 if fault in ("no-response", "crc-error") else 1), (fault, per_register)
 
 
+def test_a_late_answer_never_passes_for_another_registers_value():
+    # The instrument answers 45 ms after each request, the driver waits
+    # 30 ms and does not retry: each answer arrives while the next register
+    # is being asked for, and would be read as that register's value.
+    values = {"flow": 1.5, "flow_le": -2.25, "p": -12.3, "count": 70000, "delta": -70000, "raw": 4242}
+    sig = FakeSignal(response_ms=45, **values)
+    board = FakeBoard(sig)
+    d = drv.Driver(board, channel("modbus_rtu", registers=[dict(r) for r in REGS], timeout_ms=30, retries=0))
+    d.setup()
+    sig.fault_name = "slow-response"
+    for name, unit, value, reason in read_all(d):
+        assert reason == "modbus-timeout" and value is None, (name, value, reason)
+    sig.fault_name = None  # the instrument is fast again: its own values come back
+    out = dict((name, value) for name, unit, value, reason in read_all(d))
+    assert out["c.flow"] == 1.5 and out["c.flow_le"] == -2.25 and out["c.raw"] == 4242, out
+    assert out["c.count"] == 70000 and out["c.delta"] == -70000, out
+
+
 def test_illegal_address_exception():
     sig = FakeSignal()
     board = FakeBoard(sig)

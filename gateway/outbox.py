@@ -234,6 +234,31 @@ class Outbox:
             (after_id, limit),
         ).fetchall()
 
+    def processed_frames_since(self, seconds: float, max_frames: int) -> list[tuple[int, str, int, int, float, bytes]]:
+        """(id, node, seq, content_type, received, raw) of the processed frames
+        received in the ``seconds`` before the last processed one, oldest
+        first, at most the ``max_frames`` newest of them.  Walks back from the
+        processing cursor by id (no index on ``received`` needed)."""
+        found: list[tuple] = []
+        before = self.processing_cursor() + 1
+        newest = None
+        while len(found) < max_frames:
+            chunk = self._writer.execute(
+                "SELECT id, node, seq, content_type, received, raw FROM frames WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (before, min(1024, max_frames - len(found))),
+            ).fetchall()
+            if not chunk:
+                break
+            if newest is None:
+                newest = chunk[0][4]
+            kept = [row for row in chunk if row[4] >= newest - seconds]
+            found += kept
+            if len(kept) < len(chunk):
+                break  # reached frames older than the span
+            before = chunk[-1][0]
+        found.reverse()
+        return found
+
     def write_processed(self, frames: Sequence[tuple], last_frame_id: int) -> int:
         """Store processed frames -- (frame_id, node, seq, kind, received,
         rows) with rows a sequence of (channel, time, value, unit, quality

@@ -8,8 +8,10 @@ per (node, channel) across the whole batch and run through that channel's
 grouped by frame, in commit order.
 
 Each (node, channel) has its own Chain instance: filters keep state from
-batch to batch.  That state lives in memory; after a restart the filters start
-afresh (an EMA re-converges, a deadband reports its first value again).
+batch to batch.  That state lives in memory; at start the pipeline runs the
+frames processed in the last ``warmup_s`` through the chains again, output
+discarded (pipeline.py ``_warm_up``), so an open aggregation window, a
+Hampel window or an EMA continues where it stopped.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class Processor:
         steps_for: Callable[[str, str], list | None],
         units_for: Callable[[str, str], str | None] = lambda node, channel: None,
         kernels=None,
+        warmup_s: float = 0.0,
     ) -> None:
+        self.warmup_s = warmup_s  # see the module docstring
         self._steps_for = steps_for
         self._units_for = units_for
         self._kernels = kernels

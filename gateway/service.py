@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 
+from .chains import warmup_seconds
 from .config import GatewayConfig
 from .errors import GatewayError
 from .ingest import SerialLink, UdpLink
@@ -58,7 +59,7 @@ class Gateway:
         self.outbox = Outbox(config.outbox.path, config.outbox.max_bytes)
         self.outbox.bind_loop(asyncio.get_running_loop())
         self.metrics.outbox_max_bytes.set(config.outbox.max_bytes)
-        processor = Processor(config.steps_for, config.unit_for)
+        processor = Processor(config.steps_for, config.unit_for, warmup_s=warmup_seconds(config.channels))
         server = config.modbus.server if config.modbus is not None else None
         self.latest = LatestValues(c.key for c in server.channels) if server is not None and server.enabled else LatestValues(())
         self.pipeline = Pipeline(self.outbox, self.keys.get, processor, self.metrics, config.outbox, latest=self.latest)

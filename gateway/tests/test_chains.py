@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from smemet.gateway.chains import STEP_TYPES, Chain, ChainResult, chain_from_config
+from smemet.gateway.chains import MIN_WARMUP_S, STEP_TYPES, Chain, ChainResult, chain_from_config, warmup_seconds
 from smemet.gateway.errors import ConfigError
 
 WHERE = 'gateway.toml: channels."furnace-1/t_s".steps'
@@ -169,3 +169,14 @@ def test_process_rejects_misaligned_inputs(build):
 def test_default_kernels_are_the_active_implementation():
     chain = Chain([{"type": "range", "max": 1}], WHERE)
     assert chain.process([0, 1], [0.5, 2.0]).quality == ["good", "bad"]
+
+
+def test_warmup_covers_the_longest_memory_of_the_configured_chains():
+    assert warmup_seconds(()) == 0.0  # no chains: nothing to warm up
+    assert warmup_seconds((("a/t", [{"type": "range", "max": 1.0}]),)) == MIN_WARMUP_S
+    channels = (
+        ("a/t", [{"type": "aggregate", "period": 600}]),  # an open 10 min window reaches 20 min back
+        ("b/*", [{"type": "ema", "time_constant": 30}]),  # 5 time constants
+    )
+    assert warmup_seconds(channels) == 1200.0
+    assert warmup_seconds(channels[1:]) == 150.0

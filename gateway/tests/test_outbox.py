@@ -201,3 +201,19 @@ def test_windows_keep_the_tag_of_each_number_across_a_restart(outbox):
     assert loaded.tag_of(37) == bytes([37]) * 8
     assert loaded.tag_of(36) is None  # below the window: only a stored frame can vouch for it
     assert loaded.copy().tag_of(99) == bytes([99]) * 8
+
+
+def test_processed_frames_since_walks_back_from_the_cursor_over_the_span(outbox):
+    # 3000 frames received one second apart; 2500 processed
+    outbox.commit_frames([FrameRow("a", seq, 112, 1000.0 + seq, b"x") for seq in range(1, 3001)], [])
+    outbox.write_processed([], 2500)
+    got = outbox.processed_frames_since(60.0, 10000)
+    assert [r[0] for r in got] == list(range(2440, 2501))  # received 3440..3500: within 60 s of 3500, oldest first
+    assert [r[0] for r in outbox.processed_frames_since(5000.0, 1500)] == list(range(1001, 2501))  # the newest 1500
+    assert outbox.processed_frames_since(0.0, 10) == [(2500, "a", 2500, 112, 3500.0, b"x")]
+
+
+def test_processed_frames_since_without_processed_frames_is_empty(outbox):
+    assert outbox.processed_frames_since(60.0, 100) == []
+    outbox.commit_frames(frames("a", [1, 2]), [("a", window(1, 2))])
+    assert outbox.processed_frames_since(60.0, 100) == []  # committed, not processed yet

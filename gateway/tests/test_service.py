@@ -294,6 +294,43 @@ async def test_processing_chain_applies_to_configured_channel(tmp_path):
         await gateway.stop()
 
 
+async def test_chains_continue_across_a_restart(tmp_path):
+    # A 10 s mean is open when the gateway restarts: the window's first half
+    # came before the restart, the second after.  Its point must average all
+    # of it, as if there had been no restart.
+    extra = '[channels."node-1/t"]\nsteps = [{type = "aggregate", period = 10, function = "mean"}]\n'
+    node = SimNode("node-1")
+    window = (int(time.time()) // 10 - 3) * 10 * 1000  # a window in the recent past, ms
+
+    async def send(gateway, at_ms, value):
+        client = UdpClient(gateway.udp.address[:2])
+        try:
+            await client.send(node.data_frame(samples=4, now_ms=at_ms, value=lambda i: value))
+            node.open_ack(await client.recv())
+        finally:
+            client.close()
+
+    gateway = await start_gateway(tmp_path, extra=extra)
+    try:
+        await send(gateway, window - 5000, 100.0)  # the window before: closed by the next frame
+        await send(gateway, window + 2000, 10.0)
+        await send(gateway, window + 4000, 20.0)
+    finally:
+        await gateway.stop()
+    gateway = await start_gateway(tmp_path, extra=extra)
+    try:
+        await send(gateway, window + 7000, 30.0)
+        await send(gateway, window + 9000, 40.0)
+        await send(gateway, window + 15000, 0.0)  # the next window: closes ours
+        deadline = time.monotonic() + 3
+        while len(gateway.outbox.read(0, 100)) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        points = [(m.time, m.value) for m in gateway.outbox.read(0, 100)]
+        assert points == [(pytest.approx((window - 10000) / 1000, abs=1e-3), 100.0), (pytest.approx(window / 1000, abs=1e-3), 25.0)]
+    finally:
+        await gateway.stop()
+
+
 async def test_stop_drains_pending_frames(tmp_path):
     gateway = await start_gateway(tmp_path, outbox="commit_max_delay = 0.2")
     client = UdpClient(gateway.udp.address[:2])

@@ -25,10 +25,7 @@ from smemet.protocol import cbor, cose, messages, senml
 from smemet.protocol.errors import BadMac, ProtocolError, Replayed, UnknownContentType, UnknownNode
 from smemet.protocol.window import SEEN, TOO_OLD
 
-try:  # the gateway side of SenML (resolving packs), split from senml.py for the node's sake
-    from smemet.protocol import resolve as _resolver
-except ImportError:  # older layout: all in senml.py
-    _resolver = senml
+from smemet.protocol import resolve as _resolver  # the gateway side of SenML (resolving packs)
 
 _TAG17 = 0xD1  # CBOR tag 17 (COSE_Mac0) in its one-byte head
 _MAC0_CONTEXT = b"\x84\x64MAC0"
@@ -104,6 +101,13 @@ class Header:
     payload: bytes
     tag: bytes
     age_ms: int | None
+    age_floor: bool = False  # the node says age_ms is only a lower bound (SPEC §3.4)
+
+    @classmethod
+    def of(cls, mac0: cose.Mac0) -> Header:
+        """The header of a frame the reference parser (cose.parse) read."""
+        return cls(mac0.kid, mac0.seq, mac0.content_type, mac0.protected, mac0.payload, mac0.tag, mac0.age_ms,
+                   mac0.age_floor)
 
 
 def _loads_exact(data: bytes):
@@ -151,8 +155,9 @@ def _header(frame: bytes) -> Header:
     if type(content_type) is not int or content_type < 0:
         raise _Defer
     age = unprotected.get(cose.H_AGE_MS)
-    age_ms = age if isinstance(age, int) and age >= 0 else None  # as cose.Mac0.age_ms
-    return Header(kid, int.from_bytes(piv, "big"), content_type, protected, payload, tag, age_ms)
+    age_ms = age if isinstance(age, int) and age >= 0 else None  # as cose.Mac0.age_ms and .age_floor
+    age_floor = age_ms is not None and unprotected.get(cose.H_AGE_FLOOR) is True
+    return Header(kid, int.from_bytes(piv, "big"), content_type, protected, payload, tag, age_ms, age_floor)
 
 
 def _mac_ok(key: bytes, header: Header) -> bool:
@@ -172,9 +177,11 @@ def _is_number(x) -> bool:
     return kind is int or kind is float
 
 
-def _resolve(pack, reference: float, faults: bool, out: Opened) -> None:
+def _resolve(pack, reference: float, faults: bool, out: Opened, doubt: str | None = None) -> None:
     """senml.resolve, columnar; raises _Defer wherever the reference would
     raise (or where following it exactly would cost more than it is worth).
+    ``doubt``: as resolve's (good records with a relative time become
+    uncertain for that reason).
 
     Hot loop: ``x - x`` is 0 for a finite number and NaN (truthy) for NaN or
     an infinity, a cheap finiteness test once the type is known."""
@@ -232,7 +239,8 @@ def _resolve(pack, reference: float, faults: bool, out: Opened) -> None:
         if kind is not int and (kind is not float or t - t):
             raise _Defer
         time = bt + t
-        if time < _RELATIVE_LIMIT:
+        relative = time < _RELATIVE_LIMIT
+        if relative:
             time = reference + time
         quality = _GOOD
         reason = None
@@ -253,6 +261,8 @@ def _resolve(pack, reference: float, faults: bool, out: Opened) -> None:
                 quality = _UNCERTAIN
         else:
             value, unit, quality, reason = _other_value(entry, unit, bv, faults)
+        if relative and doubt and quality == _GOOD:
+            quality, reason = _UNCERTAIN, doubt
         add_name(name)
         add_unit(unit)
         add_value(value)
@@ -311,8 +321,7 @@ def verify(frame: bytes, key_for) -> Header:
     unknown-content-type)."""
     header = read_header(frame)
     if header is None:  # unusual bytes: the reference parser decides
-        mac0 = cose.parse(frame)
-        header = Header(mac0.kid, mac0.seq, mac0.content_type, mac0.protected, mac0.payload, mac0.tag, mac0.age_ms)
+        header = Header.of(cose.parse(frame))
     key = key_for(header.kid)
     if key is None:
         raise UnknownNode("node %r is not registered" % (messages.node_name(header.kid),))
@@ -336,15 +345,16 @@ def decode(frame: bytes, header: Header, now: float) -> Opened:
     reference's malformed / invalid-senml / must-understand errors."""
     reference = now - (header.age_ms / 1000 if header.age_ms is not None else 0)
     faults = header.content_type == messages.CT_SENML
+    doubt = _resolver.time_doubt(header.age_ms, header.age_floor)
     out = Opened(
         frame, header.kid, messages.node_name(header.kid), header.seq, header.content_type, reference,
         [], [], [], [], [], [], 0, now,
     )
     try:
-        _resolve(_loads_exact(header.payload), reference, faults, out)
+        _resolve(_loads_exact(header.payload), reference, faults, out, doubt)
     except (_Defer, cbor2.CBORError, ValueError, TypeError, RecursionError, OverflowError):
         out.names, out.units, out.values, out.times, out.qualities, out.reasons = [], [], [], [], [], []
-        for record in _resolver.resolve(cbor.decode(header.payload), reference, faults):
+        for record in _resolver.resolve(cbor.decode(header.payload), reference, faults, doubt):
             out.names.append(record.name)
             out.units.append(record.unit)
             out.values.append(record.value)

@@ -463,8 +463,7 @@ def redecode(raw: bytes, received: float) -> fastpath.Opened | None:
     header = fastpath.read_header(raw)
     try:
         if header is None:
-            mac0 = cose.parse(raw)
-            header = fastpath.Header(mac0.kid, mac0.seq, mac0.content_type, mac0.protected, mac0.payload, mac0.tag, mac0.age_ms)
+            header = fastpath.Header.of(cose.parse(raw))
         return fastpath.decode(raw, header, received)
     except ProtocolError:  # cannot happen for a frame that was accepted; do not block the rest
         log.error("stored frame no longer decodes; skipped", extra={"bytes": len(raw)})

@@ -70,7 +70,8 @@ _H_CRIT = const(2)
 _H_CONTENT_TYPE = const(3)
 _H_KID = const(4)
 _H_PARTIAL_IV = const(6)
-_H_AGE_MS = const(-65537)  # unprotected: ms since the frame was built (SPEC §4.4)
+_H_AGE_MS = const(-65537)  # unprotected: ms since the frame was built (SPEC §3.4)
+_H_AGE_FLOOR = const(-65538)  # unprotected: true when that age is only a lower bound
 
 _MAC0_CONTEXT = b"\x84\x64MAC0"  # array(4), "MAC0"
 
@@ -127,8 +128,9 @@ def compute_tag(key, protected, payload):
     return hmac_sha256(key, _mac_prefix(protected, payload), payload)[:_MAC_LEN]
 
 
-def assemble(protected, payload, tag, age_ms=None, out=None):
-    """Serialise a frame from its parts; ``age_ms`` goes unprotected.
+def assemble(protected, payload, tag, age_ms=None, out=None, age_floor=False):
+    """Serialise a frame from its parts; ``age_ms`` goes unprotected, with
+    the ``age_floor`` flag when that age is only a lower bound (SPEC §3.4).
 
     Gives bytes; with ``out`` (a bytearray, e.g. a node's frame buffer made
     once) the frame is written into it and ``out`` itself is returned: no
@@ -141,9 +143,12 @@ def assemble(protected, payload, tag, age_ms=None, out=None):
     if age_ms is None:
         out.append(0xA0)
     else:
-        out.append(0xA1)
-        cbor.write_int(out, _H_AGE_MS)
+        out.append(0xA2 if age_floor else 0xA1)
+        cbor.write_int(out, _H_AGE_MS)  # -65537 sorts before -65538 (deterministic order)
         cbor.write_int(out, age_ms)
+        if age_floor:
+            cbor.write_int(out, _H_AGE_FLOOR)
+            out.append(0xF5)  # true
     cbor.write_bytes(out, payload)
     cbor.write_bytes(out, tag)
     if len(out) > _MAX_FRAME:
@@ -151,10 +156,10 @@ def assemble(protected, payload, tag, age_ms=None, out=None):
     return bytes(out) if copy else out
 
 
-def create(key, kid, seq, content_type, payload, age_ms=None, out=None):
+def create(key, kid, seq, content_type, payload, age_ms=None, out=None, age_floor=False):
     """A complete, MAC'd frame (written into ``out`` if given, see assemble)."""
     protected = protected_header(kid, seq, content_type)
-    return assemble(protected, payload, compute_tag(key, protected, payload), age_ms, out)
+    return assemble(protected, payload, compute_tag(key, protected, payload), age_ms, out, age_floor)
 
 
 class Mac0:
@@ -170,6 +175,7 @@ class Mac0:
         self.content_type = content_type
         age = unprotected.get(_H_AGE_MS)
         self.age_ms = age if isinstance(age, int) and age >= 0 else None
+        self.age_floor = self.age_ms is not None and unprotected.get(_H_AGE_FLOOR) is True
 
     def verify(self, key):
         """Raise a bad-mac ProtocolError unless the tag is right for ``key``."""

@@ -23,10 +23,11 @@ H_CRIT = 2
 H_CONTENT_TYPE = 3
 H_KID = 4
 H_PARTIAL_IV = 6
-H_AGE_MS = -65537  # unprotected: ms since the frame was built (SPEC §4.4)
+H_AGE_MS = -65537  # unprotected: ms since the frame was built (SPEC §3.4)
+H_AGE_FLOOR = -65538  # unprotected: true when that age is only a lower bound (SPEC §3.4)
 
 __all__ = ["TAG_MAC0", "ALG_HMAC_256_64", "MAC_LEN", "MAX_FRAME", "MAX_KID", "MAX_SEQ", "H_ALG", "H_CRIT",
-           "H_CONTENT_TYPE", "H_KID", "H_PARTIAL_IV", "H_AGE_MS", "hmac_sha256", "digest_equal"]
+           "H_CONTENT_TYPE", "H_KID", "H_PARTIAL_IV", "H_AGE_MS", "H_AGE_FLOOR", "hmac_sha256", "digest_equal"]
 
 
 def hmac_sha256(key, *parts):

@@ -44,7 +44,7 @@ def open_from_node(frame, key_for, now, window=None):
     time in Unix seconds; ``window`` (a ReplayWindow) is consulted but not
     updated.  Raises the ProtocolError a gateway counts.
     """
-    from .resolve import resolve
+    from .resolve import resolve, time_doubt
     from .window import SEEN, TOO_OLD
 
     mac0 = cose.parse(frame)
@@ -62,7 +62,8 @@ def open_from_node(frame, key_for, now, window=None):
             raise error("replayed", "sequence number %d is below the replay window" % mac0.seq)
     age_ms = mac0.age_ms
     reference = now - (age_ms / 1000 if age_ms is not None else 0)
-    records = resolve(cbor.decode(mac0.payload), reference, faults=mac0.content_type == CT_SENML)
+    records = resolve(cbor.decode(mac0.payload), reference, faults=mac0.content_type == CT_SENML,
+                      doubt=time_doubt(age_ms, mac0.age_floor))
     return Message(frame, node_name(mac0.kid), mac0.seq, mac0.content_type, records)
 
 

@@ -31,6 +31,21 @@ QUALITY_GOOD = "good"
 QUALITY_UNCERTAIN = "uncertain"
 QUALITY_BAD = "bad"
 
+# Relative times a gateway cannot vouch for (SPEC §3.4): good records with
+# such a time become uncertain with one of these reasons.
+AGE_LOWER_BOUND = "age-lower-bound"  # the node flagged its age as a lower bound
+AGE_OVER_30_DAYS = "age-over-30-days"
+MAX_TRUSTED_AGE_MS = 30 * 86400 * 1000
+
+
+def time_doubt(age_ms, age_floor):
+    """The reason relative times of a frame with this age are uncertain, or None."""
+    if age_floor:
+        return AGE_LOWER_BOUND
+    if age_ms is not None and age_ms > MAX_TRUSTED_AGE_MS:
+        return AGE_OVER_30_DAYS
+    return None
+
 
 class Record:
     """A resolved SenML record: absolute name and time, unit, value."""
@@ -70,13 +85,14 @@ def _check_name(name):
             raise error("invalid-senml", "record name %r has a character SenML does not allow" % (name,))
 
 
-def resolve(pack, reference_time, faults=True):
+def resolve(pack, reference_time, faults=True, doubt=None):
     """Resolved records of a decoded SenML-CBOR pack.
 
     ``reference_time`` (Unix seconds) is "now" for relative times: the time
     the frame was built as the gateway reckons it.  With ``faults`` (data
     packs) a string value on a record is a sensor fault state (SPEC.md §3.5);
-    status packs carry ordinary string values.
+    status packs carry ordinary string values.  ``doubt`` (``time_doubt``)
+    makes good records with a relative time uncertain for that reason.
     """
     if not isinstance(pack, list):
         raise error("invalid-senml", "SenML pack must be an array of records")
@@ -127,7 +143,8 @@ def resolve(pack, reference_time, faults=True):
         if not _is_number(t) or not _finite(t):
             raise error("invalid-senml", "time must be a finite number")
         time = bt + t
-        if time < RELATIVE_LIMIT:
+        relative = time < RELATIVE_LIMIT
+        if relative:
             time = reference_time + time
         present = [label for label in (V, VS, VB, VD, S) if label in entry]
         if len(present) != 1:
@@ -158,5 +175,7 @@ def resolve(pack, reference_time, faults=True):
                 raise error("invalid-senml", "boolean value of %r is not a boolean" % (name,))
         elif not isinstance(value, bytes):
             raise error("invalid-senml", "data value of %r is not a byte string" % (name,))
+        if relative and doubt and quality == QUALITY_GOOD:
+            quality, reason = QUALITY_UNCERTAIN, doubt
         records.append(Record(name, unit, value, time, quality, reason))
     return records

@@ -16,12 +16,14 @@ from protocol import cbor, messages
 from protocol.errors import ProtocolError
 
 _AGE_LABEL = b"\x3a\x00\x01\x00\x00"  # CBOR -65537, the age_ms header label
+_AGE_FLOOR = b"\x3a\x00\x01\x00\x01\xf5"  # CBOR -65538: true, "that age is a lower bound"
 _TICK_MS = const(20)  # how often an idle sender looks for new frames or ACKs
 _SPAN = const(32)  # numbers in flight span less than this (SPEC.md §5.3)
 
 
-def with_age(frame, age_ms):
-    """The stored frame (empty unprotected map) with ``age_ms`` added; the
+def with_age(frame, age_ms, floor=False):
+    """The stored frame (empty unprotected map) with ``age_ms`` added, and
+    with ``floor`` the flag saying it is only a lower bound (SPEC §3.4); the
     MAC covers only the protected header and payload, so it stays valid."""
     head = frame[2]
     if 0x40 <= head <= 0x57:
@@ -33,9 +35,11 @@ def with_age(frame, age_ms):
     if frame[at] != 0xA0:
         return frame
     out = bytearray(frame[:at])
-    out.append(0xA1)
+    out.append(0xA2 if floor else 0xA1)
     out.extend(_AGE_LABEL)
     cbor.write_int(out, age_ms)
+    if floor:
+        out.extend(_AGE_FLOOR)
     out.extend(memoryview(frame)[at + 1:])
     return out
 
@@ -69,8 +73,9 @@ class Sender:
     def _transmit(self, seq, now):
         frame, built, this_boot = self.store.read(seq)
         if built:
-            # age since built; for a frame from an earlier boot only a lower bound
-            frame = with_age(frame, now - (built - 1) if this_boot else now)
+            # age since built; for a frame from an earlier boot the time since
+            # this boot, flagged as a lower bound (the downtime is unknown)
+            frame = with_age(frame, now - (built - 1) if this_boot else now, not this_boot)
         try:
             self.link.send(frame)
         except OSError:

@@ -166,3 +166,31 @@ def test_store_and_forward_across_a_power_cut(image, tmp_path, peer, log):
     assert new and min(new) > max(max(acked), max(first_try)), (new[:5], max(first_try))
     stored = {s for s, _, _ in peer.frames}
     assert set(range(min(unacked), max(unacked) + 1)) <= stored | acked, "a stored frame was lost"
+
+
+def test_unsynced_frames_from_before_a_restart_say_their_age_is_a_lower_bound(image, tmp_path, peer, log):
+    flash = flash_dir(image, tmp_path, peer.port)
+    node = start(flash, log)
+    try:
+        peer.pump(2.0, ack=False)  # no gateway yet: the clock is never set, packs use relative time
+        kill(node)
+        before = {seq for seq, _, _ in peer.frames}
+        peer.frames.clear()
+        node = start(flash, log)  # the node cannot know how long it was off
+        peer.pump(4.0, ack=True)
+    finally:
+        kill(node)
+    # the first boot numbered its frames from 0, the second from the next
+    # reservation (64): the numbers tell the boots apart
+    assert before and max(before) < 64
+    old = [(cose.parse(raw), msg) for seq, raw, msg in peer.frames if seq < 64]
+    new = [cose.parse(raw) for seq, raw, _ in peer.frames if seq >= 64]
+    assert old and all(mac0.age_floor and mac0.age_ms is not None for mac0, _ in old)
+    assert new and not any(mac0.age_floor for mac0 in new)
+    # what a gateway makes of them: readings with a value (all good in this
+    # scenario) become uncertain, with the reason; the loop's wire-break
+    # faults (no value) stay bad with theirs
+    readings = [r for mac0, msg in old if msg.content_type == messages.CT_SENML for r in msg.body]
+    valued = [r for r in readings if r.value is not None]
+    assert valued and all(r.quality == "uncertain" and r.reason == "age-lower-bound" for r in valued), valued[:3]
+    assert all(r.quality == "bad" for r in readings if r.value is None)

@@ -98,8 +98,9 @@ SENML_LABELS = {-1: "bver", -2: "bn", -3: "bt", -4: "bu", -5: "bv", -6: "bs", 0:
                 3: "vs", 4: "vb", 5: "s", 6: "t", 7: "ut", 8: "vd", "q": "q"}
 
 
-def independent_resolve(pack, now, data):  # noqa: C901 - one RFC section
-    """RFC 8428 §4.6 resolution plus SPEC.md's fault rules, from cbor2 output."""
+def independent_resolve(pack, now, data, doubt=None):  # noqa: C901 - one RFC section
+    """RFC 8428 §4.6 resolution plus SPEC.md's fault rules, from cbor2 output;
+    ``doubt``: the reason good records with relative times become uncertain."""
     if not isinstance(pack, (list, tuple)) or not pack:
         raise ValueError("invalid-senml")
     out, base = [], {"bn": "", "bt": 0, "bu": None, "bv": 0}
@@ -121,7 +122,8 @@ def independent_resolve(pack, now, data):  # noqa: C901 - one RFC section
         if len(values) != 1:
             raise ValueError("invalid-senml")
         time = base["bt"] + named.get("t", 0)
-        if time < 2**28:
+        relative = time < 2**28
+        if relative:
             time += now
         record = {"name": base["bn"] + named.get("n", ""), "unit": named.get("u", base["bu"]), "time": time}
         if "v" in named:
@@ -136,6 +138,8 @@ def independent_resolve(pack, now, data):  # noqa: C901 - one RFC section
             record.update(unit=None, value=None, quality="bad", reason=named["vs"])
         else:
             record["value"] = named[values[0]]
+        if relative and doubt and "quality" not in record:
+            record.update(quality="uncertain", reason=doubt)
         out.append({k: record[k] for k in ("name", "unit", "value", "time", "quality", "reason") if k in record})
     return out
 
@@ -188,7 +192,9 @@ def independent_open(vector):
     if content_type == 65003:
         return {"version": body[1], "settings": dict(body[2])}
     age = message.uhdr.get(-65537, 0)
-    return independent_resolve(body, vector["received_at"] - age / 1000, data=content_type == 112)
+    # SPEC §3.4: an age flagged as a lower bound, or over 30 days, leaves relative times in doubt
+    doubt = "age-lower-bound" if message.uhdr.get(-65538) is True else "age-over-30-days" if age > 30 * 86400000 else None
+    return independent_resolve(body, vector["received_at"] - age / 1000, data=content_type == 112, doubt=doubt)
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=IDS)

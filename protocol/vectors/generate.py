@@ -36,8 +36,8 @@ def rec(name, unit, value, time, quality=None, reason=None):
     return out
 
 
-def frame(payload, seq=1, ct=messages.CT_SENML, key=KEY, kid=NODE, age_ms=None):
-    return cose.create(key, kid, seq, ct, payload, age_ms)
+def frame(payload, seq=1, ct=messages.CT_SENML, key=KEY, kid=NODE, age_ms=None, age_floor=False):
+    return cose.create(key, kid, seq, ct, payload, age_ms, age_floor=age_floor)
 
 
 def raw_frame(protected_map, payload, key=KEY, unprotected=None, tag=None, tagged=True):
@@ -114,6 +114,31 @@ def data_vectors():
         valid=True,
         content_type=112, node="ladle-7", seq=4,
         records=[rec("vib_rms", "m/s2", 3.0, RECEIVED - 20)],
+    )
+    # The node restarted before it could send this unsynced frame: it knows
+    # only the time since the restart, a lower bound of the age.
+    b.add("vib_rms", "m/s2", 3.25, 10_000)
+    b.add("tc_k", "Cel", None, 10_000, "open-circuit")
+    b.add("loop", "A", 0.0037, 10_000, "namur-low")
+    vector(
+        "data-relative-time-age-lower-bound",
+        "Unsynced frame from before a node restart: age flagged as a lower bound (label -65538 = true); "
+        "good records become uncertain 'age-lower-bound', faulty ones keep their state",
+        frame(b.encode(10_000, False), seq=28, age_ms=600_000, age_floor=True),
+        valid=True,
+        content_type=112, node="ladle-7", seq=28,
+        records=[rec("vib_rms", "m/s2", 3.25, RECEIVED - 600, "uncertain", "age-lower-bound"),
+                 rec("tc_k", None, None, RECEIVED - 600, "bad", "open-circuit"),
+                 rec("loop", "A", senml.to_single(0.0037), RECEIVED - 600, "uncertain", "namur-low")],
+    )
+    b.add("vib_rms", "m/s2", 3.5, 10_000)
+    vector(
+        "data-relative-time-age-over-30-days",
+        "An age over 30 days is not trusted: the record becomes uncertain 'age-over-30-days'",
+        frame(b.encode(10_000, False), seq=29, age_ms=31 * 86_400_000),
+        valid=True,
+        content_type=112, node="ladle-7", seq=29,
+        records=[rec("vib_rms", "m/s2", 3.5, RECEIVED - 31 * 86_400, "uncertain", "age-over-30-days")],
     )
     b.add("tc_k", "Cel", None, T0 * 1000, "open-circuit")
     b.add("loop", "A", 0.0037, T0 * 1000, "namur-low")

@@ -44,3 +44,19 @@ def test_a_window_within_the_span_sends_everything():
     sender = Sender(link, Store([40, 41, 60, 71]), Clock(), bytes(32), b"n", window=8)
     sender.pump()
     assert link.sent == [b"frame-40", b"frame-41", b"frame-60", b"frame-71"], link.sent
+
+
+def test_age_is_added_as_the_protocol_encodes_it():
+    # The node adds the age to a stored frame without re-encoding it: the
+    # bytes must be what the codec writes (SPEC §3.4), and the MAC still holds.
+    from node.sender import with_age
+    from protocol import cose, messages
+
+    key, kid, payload = bytes(range(32)), b"n1", b"\x81\xa1\x02\x01"
+    stored = cose.create(key, kid, 9, messages.CT_SENML, payload)
+    for age, floor in ((0, False), (23, False), (86400000, False), (600000, True)):
+        sent = bytes(with_age(stored, age, floor))
+        assert sent == cose.create(key, kid, 9, messages.CT_SENML, payload, age, age_floor=floor), (age, floor)
+        mac0 = cose.parse(sent)
+        mac0.verify(key)
+        assert mac0.age_ms == age and mac0.age_floor == floor

@@ -27,6 +27,18 @@ _RESTART = "restart"
 _CRASH = "crash"
 
 
+def next_slot(slot, period, now):
+    """The next sampling slot after ``slot`` (ticks_ms) on the channel's
+    period grid that is not already past at ``now``: an overrun skips the
+    missed slots rather than sampling again at once (a burst, and two
+    readings of one channel in the same millisecond)."""
+    slot = time.ticks_add(slot, period)
+    late = time.ticks_diff(now, slot)
+    if late > 0:
+        slot = time.ticks_add(slot, (late // period + 1) * period)
+    return slot
+
+
 def _idle(message):
     """Stay reachable: on a board return to the REPL; on the unix port wait
     (a supervisor restarting us would only crash-loop)."""
@@ -85,19 +97,16 @@ class App:
         except OSError as exc:
             print("channel %s: setup failed (%s); its readings carry the fault" % (ch["name"], exc))
         emit = self.framer.emit
-        next_at = time.ticks_ms()
+        slot = time.ticks_ms()
         while True:
             try:
                 await driver.read(emit)
             except Exception as exc:  # a driver bug must not stop the node
                 print("channel %s: read failed: %r" % (ch["name"], exc))
                 emit(ch["name"], None, None, "driver-error")
-            next_at = time.ticks_add(next_at, period)
-            wait = time.ticks_diff(next_at, time.ticks_ms())
-            if wait < 0:
-                next_at = time.ticks_ms()  # overrun: do not try to catch up
-                wait = 0
-            await asyncio.sleep_ms(wait)
+            now = time.ticks_ms()
+            slot = next_slot(slot, period, now)
+            await asyncio.sleep_ms(time.ticks_diff(slot, now))
 
     async def latency(self):
         while True:

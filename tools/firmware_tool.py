@@ -67,9 +67,7 @@ def _display(src, rel):
 def build(out, arch=None):
     """Build the image into ``out``; returns the manifest dict."""
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _prepare_out(out)
     cross = mpy_cross_command()
     files = {}
     errors = []
@@ -94,6 +92,23 @@ def build(out, arch=None):
     manifest = {"version": firmware_version(), "arch": arch or "bytecode", "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _prepare_out(out):
+    """Empty ``out`` for a new image.  Only an earlier image (it has a
+    manifest.json) or an empty directory is removed: ``--out ~`` must not
+    wipe a home directory."""
+    try:
+        if out.is_dir() and any(out.iterdir()):
+            if not (out / "manifest.json").is_file():
+                raise BuildError("%s exists and is not a firmware image (no manifest.json): give a new or empty "
+                                 "directory with --out" % out)
+            shutil.rmtree(out)
+        elif out.exists() and not out.is_dir():
+            raise BuildError("%s is a file, not a directory: give a new or empty directory with --out" % out)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError("cannot make %s: %s" % (out, exc.strerror or exc)) from None
 
 
 def _cmd_build(args):

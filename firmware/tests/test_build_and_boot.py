@@ -35,6 +35,27 @@ def test_a_module_that_does_not_compile_is_a_clear_error(tmp_path, monkeypatch):
         firmware_tool.build(tmp_path / "out")
 
 
+def test_build_replaces_an_earlier_image_but_never_other_files(tmp_path):
+    out = tmp_path / "out"
+    firmware_tool.build(out)
+    (out / "stale.mpy").write_bytes(b"old")
+    firmware_tool.build(out)  # an earlier image: rebuilt from scratch
+    assert not (out / "stale.mpy").exists() and (out / "manifest.json").is_file()
+    home = tmp_path / "home"  # e.g. `--out ~` by mistake
+    (home / "work").mkdir(parents=True)
+    (home / "work" / "report.txt").write_text("keep me")
+    with pytest.raises(firmware_tool.BuildError, match="not a firmware image"):
+        firmware_tool.build(home)
+    assert (home / "work" / "report.txt").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(firmware_tool.BuildError, match="is a file"):
+        firmware_tool.build(tmp_path / "afile")
+    result = subprocess.run([sys.executable, "-m", "smemet", "firmware", "build", "--out", "/proc/smemet-image"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "cannot make /proc/smemet-image" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "mpy-cross" not in result.stderr
+
+
 def test_bad_config_prints_each_problem_and_idles(image, tmp_path):
     flash = tmp_path / "flash"
     shutil.copytree(image, flash)

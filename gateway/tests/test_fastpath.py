@@ -113,10 +113,12 @@ def built_frames(draw):
     synced = draw(st.booleans())
     payload = builder.encode(base + 600_000, synced)
     content_type = draw(st.sampled_from([messages.CT_SENML, messages.CT_STATUS]))
-    age = draw(st.one_of(st.none(), st.integers(0, 10_000_000)))
+    # ages around the 30-day limit too, and the "lower bound" flag (SPEC §3.4)
+    age = draw(st.one_of(st.none(), st.integers(0, 10_000_000), st.integers(2_592_000_000 - 2, 2_592_000_000 + 2)))
+    age_floor = age is not None and draw(st.booleans())
     seq = draw(st.integers(0, cose.MAX_SEQ))
     try:
-        return cose.create(KEY, draw(_names).encode(), seq, content_type, payload, age)
+        return cose.create(KEY, draw(_names).encode(), seq, content_type, payload, age, age_floor=age_floor)
     except ValueError:  # over the frame size limit: a node would split the pack
         assume(False)
 
@@ -217,6 +219,30 @@ _PAYLOAD = cbor.encode([{senml.BN: "t", senml.BT: 1_796_000_000, senml.V: 1.5}])
 def test_unusual_headers_agree(protected, unprotected):
     frame = _raw_frame(protected, unprotected, _PAYLOAD)
     assert fast_outcome(frame, _key_for, NOW) == reference_outcome(frame, _key_for, NOW)
+
+
+_RELATIVE_PAYLOAD = cbor.encode([{senml.BN: "t", senml.BT: -3, senml.V: 1.5}, {senml.VS: "open-circuit"}])
+_HEADER = {1: 4, 3: 112, 4: b"n1", 6: b"\x01"}
+
+
+@pytest.mark.parametrize(
+    "unprotected, doubt",
+    [
+        (b"\xa2\x3a\x00\x01\x00\x00\x19\x03\xe8\x3a\x00\x01\x00\x01\xf5", "age-lower-bound"),  # age 1000, floor
+        (b"\xa1\x3a\x00\x01\x00\x01\xf5", None),  # a floor without an age means nothing
+        (b"\xa2\x3a\x00\x01\x00\x00\x19\x03\xe8\x3a\x00\x01\x00\x01\x01", None),  # 1 is not true
+        (b"\xa2\x3a\x00\x01\x00\x00\x19\x03\xe8\x3a\x00\x01\x00\x01\xf4", None),  # false
+        (b"\xa1\x3a\x00\x01\x00\x00\x1a\x9a\x7e\xc8\x01", "age-over-30-days"),  # 2,592,000,001 ms
+        (b"\xa1\x3a\x00\x01\x00\x00\x1a\x9a\x7e\xc8\x00", None),  # exactly 30 days
+    ],
+)
+def test_time_doubt_on_relative_records_agrees(unprotected, doubt):
+    frame = _raw_frame(_HEADER, unprotected, _RELATIVE_PAYLOAD)
+    outcome = fast_outcome(frame, _key_for, NOW)
+    assert outcome == reference_outcome(frame, _key_for, NOW)
+    records = outcome[4]
+    assert records[0][6:] == (("uncertain", doubt) if doubt else ("good", None)), records
+    assert records[1][6:] == ("bad", "open-circuit")  # a fault keeps its own reason
 
 
 @pytest.mark.parametrize(

@@ -233,23 +233,9 @@ STEP_TYPES = {
 }
 
 
-# How far back (seconds) a step's state reaches into its input: an open
-# aggregation window can have started up to a period before the latest sample
-# (twice that, so the window before it closes too); an EMA with a time
-# constant has forgotten what lies 5 of them back.  Steps whose memory is a
-# number of samples (hampel, ema by alpha) or one value (deadband,
-# rate_limit) are covered by MIN_WARMUP_S at the usual sample rates.
-_MEMORY_S = {
-    "aggregate": lambda step: 2.0 * float(step["period"]),
-    "ema": lambda step: 5.0 * float(step.get("time_constant", 0.0)),
-}
-MIN_WARMUP_S = 60.0
-
-
 class Chain:
     """A validated list of steps with their kernel state; ``process`` runs
-    one batch and may be called again with the next batch of the stream.
-    ``memory_s``: how many seconds of past input its state depends on."""
+    one batch and may be called again with the next batch of the stream."""
 
     def __init__(self, steps: Sequence[Mapping[str, Any]], where: str,
                  kernels: ModuleType | None = None) -> None:
@@ -259,7 +245,6 @@ class Chain:
         self.step_types: tuple[str, ...] = ()
         self.needs_cold_junction = False
         self._kernels: list[tuple[Any, bool]] = [(k.FlagNonFinite(), False)]
-        self.memory_s = 0.0
         dropping_step: str | None = None
         for index, step in enumerate(steps):
             step_where = f"{where}[{index}]"
@@ -283,8 +268,6 @@ class Chain:
             self.needs_cold_junction |= per_sample_cj
             self._kernels.append((kernel, per_sample_cj))
             self.step_types += (step_type,)
-            if step_type in _MEMORY_S:
-                self.memory_s = max(self.memory_s, _MEMORY_S[step_type](step))
 
     def process(self, times: Sequence[float], values: Sequence[float],
                 quality: Sequence[int | str] | bytes | None = None,
@@ -332,16 +315,28 @@ def _codes_buffer(given: Any, n: int, names: Sequence[str], by_name: Any, what: 
     return buffer
 
 
-def warmup_seconds(channels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
-                   kernels: ModuleType | None = None) -> float:
+# How far back (seconds) a step's state reaches into its input: an open
+# aggregation window can have started up to a period before the latest sample
+# (twice that, so the window before it closes too); an EMA with a time
+# constant has forgotten what lies 5 of them back.  Steps whose memory is a
+# number of samples (hampel, ema by alpha) or one value (deadband,
+# rate_limit) are covered by MIN_WARMUP_S at the usual sample rates.
+_MEMORY_S = {
+    "aggregate": lambda step: 2.0 * float(step["period"]),
+    "ema": lambda step: 5.0 * float(step.get("time_constant", 0.0)),
+}
+MIN_WARMUP_S = 60.0
+
+
+def warmup_seconds(channels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> float:
     """How much already processed input to run through the chains again at
-    start (output discarded) so their state continues where it stopped:
-    the longest ``memory_s`` of the configured chains, at least MIN_WARMUP_S;
-    0 without chains."""
+    start (output discarded) so their state continues where it stopped: the
+    longest memory (``_MEMORY_S``) of the configured (validated) steps, at
+    least MIN_WARMUP_S; 0 without chains."""
     if not channels:
         return 0.0
-    longest = max(Chain(steps, pattern, kernels).memory_s for pattern, steps in channels)
-    return max(MIN_WARMUP_S, longest)
+    memories = [_MEMORY_S[step["type"]](step) for _, steps in channels for step in steps if step["type"] in _MEMORY_S]
+    return max([MIN_WARMUP_S] + memories)
 
 
 def chain_from_config(steps: Sequence[Mapping[str, Any]], where: str,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from smemet.gateway.testing.processes import stop_gracefully
+
 HOST = "127.0.0.1"
 
 
@@ -134,14 +136,7 @@ class GatewayProcess:
     def stop(self, timeout: float = 15.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_gracefully(self.process, timeout)
 
     def log_text(self) -> str:
         try:

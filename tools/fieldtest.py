@@ -7,7 +7,6 @@ commands as subprocesses."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from smemet.gateway.testing.processes import stop_gracefully
 
 from .gateway_toml import write_gateway_config
 
@@ -111,14 +112,8 @@ class SupervisedGateway:
 
     def stop(self) -> None:
         self._stopping = True
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if self._process is not None:
+            stop_gracefully(self._process, 15)
         if self._thread is not None:
             self._thread.join(5)
 

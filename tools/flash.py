@@ -25,8 +25,6 @@ from .serial_port import Console, check_port
 
 OK, FAIL = "✓", "✗"
 
-_REMOVE_MANIFEST = "import os\ntry:\n    os.remove('manifest.json')\nexcept OSError:\n    pass\n"
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -113,8 +111,7 @@ def copy_image(port: str, image: Image) -> None:
     files = image.files()
     width = len(str(len(files)))
     progress(f"copying firmware {image.version} to {port}: {len(files)} files")
-    mpremote_link.exec_snippet(port, _REMOVE_MANIFEST)
-    for path in mpremote_link.remove_stale_code(port, files):
+    for path in mpremote_link.remove_stale_code(port, files, first=("manifest.json",)):
         progress(f"  removed {path} (not in this firmware)")
     started = time.monotonic()
     mpremote_link.copy_files(

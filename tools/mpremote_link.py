@@ -61,6 +61,11 @@ for _d in {dirs!r}:
 # outside these directories and never touched.
 _STALE_SNIPPET = """\
 import os
+for _p in {first!r}:
+    try:
+        os.remove(_p)
+    except OSError:
+        pass
 _keep = set({keep!r})
 def _walk(_d):
     for _e in os.ilistdir(_d):
@@ -182,13 +187,14 @@ def hash_files(port: str, paths: list[str], timeout: float = 120.0) -> dict[str,
     return hashes
 
 
-def remove_stale_code(port: str, paths: list[str], timeout: float = 60.0) -> list[str]:
-    """Remove the .py/.mpy files under the directories of ``paths`` (an
-    image's files) that are not among them; returns what was removed."""
+def remove_stale_code(port: str, paths: list[str], first: tuple[str, ...] = (), timeout: float = 60.0) -> list[str]:
+    """Remove the files ``first`` (if there), then the .py/.mpy files under
+    the directories of ``paths`` (an image's files) that are not among them,
+    in one session; returns the stale files removed."""
     dirs = _directories(paths)
     roots = sorted({d.split("/", 1)[0] for d in dirs})
     keep = sorted(set(paths) | set(dirs))
-    out = run(port, ["exec", _STALE_SNIPPET.format(keep=keep, roots=roots)], timeout)
+    out = run(port, ["exec", _STALE_SNIPPET.format(first=list(first), keep=keep, roots=roots)], timeout)
     return [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("STALE ")]
 
 

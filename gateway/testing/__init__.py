@@ -2,6 +2,7 @@
 
 * ``broker``: a real Mosquitto on a free loopback port, fixtures and a
   collecting subscriber.
+* ``processes``: stopping a child the way systemd does (SIGTERM, then SIGKILL).
 * ``SqliteMeasurements``: a small ``MeasurementSource`` on a real SQLite
   file, for tests of the routes that do not need the whole outbox.
 """

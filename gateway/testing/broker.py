@@ -25,7 +25,6 @@ import datetime
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from .processes import stop_gracefully
 
 _HOST = "127.0.0.1"
 
@@ -293,13 +294,7 @@ class MosquittoBroker:
         """Graceful stop (SIGTERM): Mosquitto saves its persistence file."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_gracefully(self.process, timeout)
         self._close_process()
 
     def kill(self) -> None:

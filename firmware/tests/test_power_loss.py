@@ -29,7 +29,9 @@ def test_power_cuts_lose_nothing_and_repeat_nothing(tmp_path):
     in_doubt = set()  # an ACK the cut interrupted: either outcome is allowed
     for run in range(KILLS):
         lines = run_until_killed(tmp_path, rng.randrange(1 << 30), rng.uniform(0.03, 0.35))
-        assert lines and lines[0].startswith("BOOT"), lines[:5]
+        if not lines:
+            continue  # cut before the VM printed anything (a loaded machine): it claimed nothing
+        assert lines[0].startswith("BOOT"), lines[:5]
         pending = {int(x) for x in lines[0].split()[1:]}
         assert not pending & acked, ("acknowledged frames came back", sorted(pending & acked))
         lost = stored - acked - pending - in_doubt

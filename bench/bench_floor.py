@@ -5,7 +5,7 @@
 * floor: per frame, bare ``cbor2.loads`` of the frame and of its payload plus
   one HMAC-SHA-256 — no checks, no storage.  Nothing written in Python can
   verify frames faster than this on the same machine.
-* reference decode: ``smemet.protocol.messages.open_from_node`` (the pure
+* reference decode: ``smemet.protocol.gateway_side.open_from_node`` (the pure
   codec the node also runs), per frame.
 * node figures: bench/node_mp.py inside MicroPython, and SenML-JSON size of
   the same readings for comparison.
@@ -25,7 +25,7 @@ import time
 
 import cbor2
 
-from smemet.protocol import cose, messages, senml
+from smemet.protocol import cose, gateway_side, messages, senml
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEY = bytes(range(32))
@@ -58,7 +58,7 @@ def floor_rate(frames: list[bytes]) -> float:
 def reference_rate(frames: list[bytes]) -> float:
     start = time.perf_counter()
     for frame in frames:
-        messages.open_from_node(frame, lambda kid: KEY, 1_796_000_100.0)
+        gateway_side.open_from_node(frame, lambda kid: KEY, 1_796_000_100.0)
     return len(frames) / (time.perf_counter() - start)
 
 

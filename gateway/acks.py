@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from smemet.protocol import cose, messages
+from smemet.protocol import cose, gateway_side, messages
 
 
 SEQ_EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -29,15 +29,15 @@ class Acker:
         self._last[kid] = seq
         return seq
 
-    def frames(self, kid: bytes, seqs: list[int], status: int = messages.ACK_OK) -> list[bytes]:
+    def frames(self, kid: bytes, seqs: list[int], status: int = gateway_side.ACK_OK) -> list[bytes]:
         """ACK frames naming ``seqs`` (split at the protocol's per-ACK limit);
         one frame with no seqs for ACK_FULL."""
         key = self._key_for(kid)
         if key is None:  # the key was removed since the frame arrived
             return []
         now_ms = int(self._clock() * 1000)
-        chunks = [seqs[i : i + messages.MAX_ACK_SEQS] for i in range(0, len(seqs), messages.MAX_ACK_SEQS)] or [[]]
+        chunks = [seqs[i : i + gateway_side.MAX_ACK_SEQS] for i in range(0, len(seqs), gateway_side.MAX_ACK_SEQS)] or [[]]
         return [
-            cose.create(key, kid, self.next_seq(kid, now_ms), messages.CT_ACK, messages.encode_ack(chunk, now_ms, status))
+            cose.create(key, kid, self.next_seq(kid, now_ms), messages.CT_ACK, gateway_side.encode_ack(chunk, now_ms, status))
             for chunk in chunks
         ]

@@ -1,7 +1,7 @@
 """Opening node frames fast: cbor2 (C) and hmac (C) instead of the protocol's
 portable pure-Python codec.
 
-The contract is ``smemet.protocol.messages.open_from_node``; this module only
+The contract is ``smemet.protocol.gateway_side.open_from_node``; this module only
 makes the common case quick.  It handles a frame itself when everything about
 it is ordinary (minimal tag head, definite lengths, no CBOR tags inside, plain
 scalar values, known SenML labels) and hands anything else to the reference,
@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import cbor2
 
-from smemet.protocol import cbor, cose, messages, senml
-from smemet.protocol.errors import BadMac, ProtocolError, Replayed, UnknownContentType, UnknownNode
+from smemet.protocol import cbor, cose, gateway_side, messages
+from smemet.protocol.errors import ProtocolError
+from smemet.protocol.error_classes import BadMac, Replayed, UnknownContentType, UnknownNode
 from smemet.protocol.window import SEEN, TOO_OLD
 
-from smemet.protocol import resolve as _resolver  # the gateway side of SenML (resolving packs)
+from smemet.protocol import resolve
 
 _TAG17 = 0xD1  # CBOR tag 17 (COSE_Mac0) in its one-byte head
 _MAC0_CONTEXT = b"\x84\x64MAC0"
@@ -47,17 +48,17 @@ _DECODE = dict(
 )
 
 _SCALARS = (int, float, str, bytes, bool, type(None))
-_KNOWN_LABELS = frozenset(_resolver._KNOWN_LABELS)  # noqa: SLF001 - the profile's label set
-_BASE_LABELS = frozenset((senml.BVER, senml.BN, senml.BT, senml.BU, senml.BV))
-_VALUE_LABELS = (senml.V, senml.VS, senml.VB, senml.VD, senml.S)
-_NAME_FIRST = frozenset(_resolver._NAME_CHARS[:62])  # noqa: SLF001
-_NAME_CHARS = frozenset(_resolver._NAME_CHARS)  # noqa: SLF001
-_RELATIVE_LIMIT = senml.RELATIVE_LIMIT
+_KNOWN_LABELS = frozenset(resolve._KNOWN_LABELS)  # noqa: SLF001 - the profile's label set
+_BASE_LABELS = frozenset((resolve.BVER, resolve.BN, resolve.BT, resolve.BU, resolve.BV))
+_VALUE_LABELS = (resolve.V, resolve.VS, resolve.VB, resolve.VD, resolve.S)
+_NAME_FIRST = frozenset(resolve._NAME_CHARS[:62])  # noqa: SLF001
+_NAME_CHARS = frozenset(resolve._NAME_CHARS)  # noqa: SLF001
+_RELATIVE_LIMIT = resolve.RELATIVE_LIMIT
 _INF = float("inf")
-_GOOD, _UNCERTAIN, _BAD = senml.QUALITY_GOOD, senml.QUALITY_UNCERTAIN, senml.QUALITY_BAD
-_BVER, _BN, _BT, _BU, _BV = senml.BVER, senml.BN, senml.BT, senml.BU, senml.BV
+_GOOD, _UNCERTAIN, _BAD = resolve.QUALITY_GOOD, resolve.QUALITY_UNCERTAIN, resolve.QUALITY_BAD
+_BVER, _BN, _BT, _BU, _BV = resolve.BVER, resolve.BN, resolve.BT, resolve.BU, resolve.BV
 _N, _U, _V, _VS, _VB, _VD, _S, _T, _Q = (
-    senml.N, senml.U, senml.V, senml.VS, senml.VB, senml.VD, senml.S, senml.T, senml.Q,
+    resolve.N, resolve.U, resolve.V, resolve.VS, resolve.VB, resolve.VD, resolve.S, resolve.T, resolve.Q,
 )
 
 
@@ -178,7 +179,7 @@ def _is_number(x) -> bool:
 
 
 def _resolve(pack, reference: float, faults: bool, out: Opened, doubt: str | None = None) -> None:
-    """senml.resolve, columnar; raises _Defer wherever the reference would
+    """resolve.resolve, columnar; raises _Defer wherever the reference would
     raise (or where following it exactly would cost more than it is worth).
     ``doubt``: as resolve's (good records with a relative time become
     uncertain for that reason).
@@ -205,7 +206,7 @@ def _resolve(pack, reference: float, faults: bool, out: Opened, doubt: str | Non
         if not keys.isdisjoint(base_labels):
             if _BVER in entry:
                 version = entry[_BVER]
-                if type(version) is not int or version > senml.SENML_VERSION:
+                if type(version) is not int or version > resolve.SENML_VERSION:
                     raise _Defer
             if _BN in entry:
                 bn = entry[_BN]
@@ -327,7 +328,7 @@ def verify(frame: bytes, key_for) -> Header:
         raise UnknownNode("node %r is not registered" % (messages.node_name(header.kid),))
     if not _mac_ok(key, header):
         raise _of_node(BadMac("MAC does not verify with this node's key"), header.kid)
-    if header.content_type not in messages.NODE_TO_GATEWAY:
+    if header.content_type not in gateway_side.NODE_TO_GATEWAY:
         raise _of_node(UnknownContentType("content type %d is not a node message" % header.content_type), header.kid)
     return header
 
@@ -345,7 +346,7 @@ def decode(frame: bytes, header: Header, now: float) -> Opened:
     reference's malformed / invalid-senml / must-understand errors."""
     reference = now - (header.age_ms / 1000 if header.age_ms is not None else 0)
     faults = header.content_type == messages.CT_SENML
-    doubt = _resolver.time_doubt(header.age_ms, header.age_floor)
+    doubt = resolve.time_doubt(header.age_ms, header.age_floor)
     out = Opened(
         frame, header.kid, messages.node_name(header.kid), header.seq, header.content_type, reference,
         [], [], [], [], [], [], 0, now,
@@ -354,7 +355,7 @@ def decode(frame: bytes, header: Header, now: float) -> Opened:
         _resolve(_loads_exact(header.payload), reference, faults, out, doubt)
     except (_Defer, cbor2.CBORError, ValueError, TypeError, RecursionError, OverflowError):
         out.names, out.units, out.values, out.times, out.qualities, out.reasons = [], [], [], [], [], []
-        for record in _resolver.resolve(cbor.decode(header.payload), reference, faults, doubt):
+        for record in resolve.resolve(cbor.decode(header.payload), reference, faults, doubt):
             out.names.append(record.name)
             out.units.append(record.unit)
             out.values.append(record.value)
@@ -365,7 +366,7 @@ def decode(frame: bytes, header: Header, now: float) -> Opened:
 
 
 def open_frame(frame: bytes, key_for, now: float, window=None) -> Opened:
-    """``messages.open_from_node``, faster: same checks in the same order,
+    """``gateway_side.open_from_node``, faster: same checks in the same order,
     same exceptions, records as columns."""
     header = verify(frame, key_for)
     if window is not None:

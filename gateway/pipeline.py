@@ -24,8 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from smemet.protocol import cose, messages
-from smemet.protocol.errors import ProtocolError, Replayed
+from smemet.protocol import cose, gateway_side, messages
+from smemet.protocol.errors import ProtocolError
+from smemet.protocol.error_classes import Replayed
 from smemet.protocol.window import NEW, SEEN
 
 from . import fastpath, virtual
@@ -157,7 +158,7 @@ class Pipeline:
             stored = window.tag_of(seq) if state == SEEN else self.outbox.frame_tag(node, seq)
             if stored == header.tag:
                 self.metrics.frames_duplicate.inc()
-                self._send_acks(header.kid, [seq], messages.ACK_OK, [(link, address)])
+                self._send_acks(header.kid, [seq], gateway_side.ACK_OK, [(link, address)])
             elif state == SEEN:
                 self._reject(Replayed(f"sequence number {seq} was already used by another frame"), link, address, node)
             else:
@@ -232,7 +233,7 @@ class Pipeline:
                     log.debug("ACK not sent", extra={"link": link.name, "error": str(exc)})
         counter = self._acks_sent.get(status)
         if counter is None:
-            counter = self._acks_sent[status] = self.metrics.acks_sent.labels("ok" if status == messages.ACK_OK else "full")
+            counter = self._acks_sent[status] = self.metrics.acks_sent.labels("ok" if status == gateway_side.ACK_OK else "full")
         counter.inc(len(frames) * len(replies))
 
     def _set_full(self, full: bool) -> None:
@@ -310,7 +311,7 @@ class Pipeline:
             for link, address in entry.replies:
                 acks.setdefault((entry.opened.kid, link, address), []).append(entry.opened.seq)
         for (kid, link, address), seqs in acks.items():
-            self._send_acks(kid, seqs, messages.ACK_OK, [(link, address)])
+            self._send_acks(kid, seqs, gateway_side.ACK_OK, [(link, address)])
         for entry in batch:
             if entry.done is not None and not entry.done.done():
                 entry.done.set_result(entry.opened.seq)
@@ -371,7 +372,7 @@ class Pipeline:
             del self._inflight[key]
             if self.outbox.has_frame(*key):
                 self.metrics.frames_duplicate.inc()
-                self._send_acks(entry.opened.kid, [entry.opened.seq], messages.ACK_OK, entry.replies)
+                self._send_acks(entry.opened.kid, [entry.opened.seq], gateway_side.ACK_OK, entry.replies)
             else:
                 self._pending[key] = entry
         self._commit_wakeup.set()

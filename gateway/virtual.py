@@ -16,13 +16,10 @@ import secrets
 
 import cbor2
 
-from smemet.protocol import cbor, cose, messages, senml
+from smemet.protocol import cbor, cose, messages, resolve
 
 _KEY = secrets.token_bytes(32)
-try:
-    from smemet.protocol.resolve import _NAME_CHARS as _SENML_NAME_CHARS
-except ImportError:  # older layout: all in senml.py
-    _SENML_NAME_CHARS = senml._NAME_CHARS  # noqa: SLF001
+_SENML_NAME_CHARS = resolve._NAME_CHARS  # noqa: SLF001 - the profile's name rule
 _NAME_FIRST = set(_SENML_NAME_CHARS[:62])  # the profile's name rule
 _NAME_CHARS = set(_SENML_NAME_CHARS)
 
@@ -31,17 +28,17 @@ def _record(reading) -> dict:
     name = reading.channel
     if not name or name[0] not in _NAME_FIRST or not _NAME_CHARS.issuperset(name):
         raise ValueError(f"channel name {name!r} is not a SenML name (letters, digits and - : . / _)")
-    if not isinstance(reading.time, (int, float)) or not math.isfinite(reading.time) or reading.time < senml.RELATIVE_LIMIT:
+    if not isinstance(reading.time, (int, float)) or not math.isfinite(reading.time) or reading.time < resolve.RELATIVE_LIMIT:
         raise ValueError(f"reading time {reading.time!r} of {name!r} is not a Unix time in seconds")
-    record: dict = {senml.N: name, senml.T: float(reading.time)}
+    record: dict = {resolve.N: name, resolve.T: float(reading.time)}
     if reading.unit:
-        record[senml.U] = reading.unit
-    if reading.value is None or reading.quality == senml.QUALITY_BAD:
-        record[senml.VS] = reading.reason or "no-value"
+        record[resolve.U] = reading.unit
+    if reading.value is None or reading.quality == resolve.QUALITY_BAD:
+        record[resolve.VS] = reading.reason or "no-value"
     else:
-        record[senml.V] = float(reading.value)
-        if reading.quality == senml.QUALITY_UNCERTAIN:
-            record[senml.Q] = reading.reason or "uncertain"
+        record[resolve.V] = float(reading.value)
+        if reading.quality == resolve.QUALITY_UNCERTAIN:
+            record[resolve.Q] = reading.reason or "uncertain"
     return record
 
 

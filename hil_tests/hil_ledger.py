@@ -21,7 +21,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from smemet.protocol import messages
+from smemet.protocol import gateway_side, messages
 from smemet.protocol.errors import ProtocolError
 
 
@@ -55,7 +55,7 @@ class Ledger:
     def capture(self, frame: bytes, *_ignored) -> None:
         """Record a node's frame (called by the tap for every transmission)."""
         try:
-            msg = messages.open_from_node(bytes(frame), self._key_for, time.time())
+            msg = gateway_side.open_from_node(bytes(frame), self._key_for, time.time())
         except (ProtocolError, ValueError, IndexError, TypeError, KeyError):
             self.foreign += 1
             return

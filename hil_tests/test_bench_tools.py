@@ -13,7 +13,7 @@ from hil_ledger import Ledger, check_delivery
 from hil_proxy import FaultProxy
 
 from smemet import scenarios
-from smemet.protocol import cbor, cose, messages
+from smemet.protocol import cbor_encode, cose, messages
 
 
 def _echo_server():
@@ -67,7 +67,7 @@ def test_proxy_loss_duplication_reordering_and_partition_are_real_and_counted():
 
 def _frame(key, node, seq, readings):
     pack = [{0: readings[0][0], -3: 1796000000, 2: readings[0][1]}] + [{0: c, 2: v, 6: i + 1} for i, (c, v) in enumerate(readings[1:])]
-    return cose.create(key, node.encode(), seq, messages.CT_SENML, cbor.encode(pack))
+    return cose.create(key, node.encode(), seq, messages.CT_SENML, cbor_encode.encode(pack))
 
 
 def _doc(node, seq, channel, t, value, quality="good", reason=None):

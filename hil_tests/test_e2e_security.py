@@ -12,11 +12,11 @@ import time
 from hil_gateway import wait_until
 
 from smemet import scenarios
-from smemet.protocol import cbor, cose, messages
+from smemet.protocol import cbor_encode, cose, messages
 
 
 def _pack(channel: str, value: float) -> bytes:
-    return cbor.encode([{-2: channel, -3: int(time.time()), -4: "Pa", 2: value}])
+    return cbor_encode.encode([{-2: channel, -3: int(time.time()), -4: "Pa", 2: value}])
 
 
 def _frame(key: bytes, node: str, seq: int, channel: str, value: float) -> bytes:

@@ -15,7 +15,6 @@ Runs on MicroPython and CPython alike.
 """
 
 import struct
-import sys
 
 from .errors import error
 
@@ -279,17 +278,3 @@ def decode(data):
     if reader.pos != len(data):
         raise error("malformed", "CBOR has %d trailing bytes" % (len(data) - reader.pos))
     return value
-
-
-# The generic encoder: CPython users get it at import; MicroPython loads it
-# when first used (a node never uses it).
-if sys.implementation.name != "micropython":
-    from .cbor_encode import encode  # noqa: E402,F401
-
-
-def __getattr__(name):
-    if name == "encode":
-        from .cbor_encode import encode
-
-        return encode
-    raise AttributeError(name)

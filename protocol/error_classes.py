@@ -1,8 +1,9 @@
 """The ProtocolError subclasses, one per reason, for CPython users (the
-gateway and tools catch them by class).  A node never imports this module;
-import the classes from ``errors``, which re-exports them."""
+gateway and tools catch them by class).  Importing this module registers
+them with ``errors.error``; the package does so on CPython.  A node never
+imports it (its heap cannot spare a class per reason)."""
 
-from .errors import ProtocolError
+from .errors import ProtocolError, register
 
 __all__ = ["MalformedFrame", "Oversize", "UnsupportedAlgorithm", "UnknownContentType", "UnknownNode", "BadMac",
            "Replayed", "InvalidSenML", "MustUnderstand", "InvalidMessage"]
@@ -50,7 +51,6 @@ class InvalidMessage(ProtocolError):
     reason = "invalid-message"
 
 
-CLASSES = {}
 for _cls in (MalformedFrame, Oversize, UnsupportedAlgorithm, UnknownContentType, UnknownNode, BadMac, Replayed,
              InvalidSenML, MustUnderstand, InvalidMessage):
-    CLASSES[_cls.reason] = _cls
+    register(_cls)

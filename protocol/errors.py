@@ -3,12 +3,10 @@ the gateway counts by and the vectors name (``error`` field).
 
 Code shared with the node raises them through ``error(reason, message)``.
 On CPython that gives the subclass for the reason (``MalformedFrame``,
-``BadMac``, ... in error_classes.py, importable from here); a MicroPython
-node, whose heap cannot spare a class per reason, gets a ``ProtocolError``
-carrying the same ``reason``.
+``BadMac``, ... in error_classes.py, which registers them here when the
+package is imported); a MicroPython node, whose heap cannot spare a class per
+reason, gets a ``ProtocolError`` carrying the same ``reason``.
 """
-
-import sys
 
 
 class ProtocolError(Exception):
@@ -21,15 +19,16 @@ class ProtocolError(Exception):
         self.message = message or self.reason
 
 
-_CLASSES = None  # reason -> subclass, where the subclasses exist
+_CLASSES = {}  # reason -> subclass; error_classes.py fills it (CPython only)
+
+
+def register(cls):
+    """Make ``error(cls.reason, ...)`` raise ``cls``."""
+    _CLASSES[cls.reason] = cls
+    return cls
 
 
 def error(reason, message):
     """The exception to raise for ``reason`` (a ProtocolError)."""
-    cls = _CLASSES.get(reason) if _CLASSES else None
+    cls = _CLASSES.get(reason)
     return cls(message) if cls else ProtocolError(message, reason)
-
-
-if sys.implementation.name != "micropython":
-    from .error_classes import *  # noqa: E402,F401,F403
-    from .error_classes import CLASSES as _CLASSES  # noqa: E402,F811

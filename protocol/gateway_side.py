@@ -3,7 +3,7 @@ node's frame, opening a frame in either direction, and encoding ACK and
 config payloads.  Reachable as ``messages.open_from_node`` etc.; a module of
 its own so a node, which never runs it, never loads it."""
 
-from . import cbor, cose
+from . import cbor, cbor_encode, cose
 from .errors import error
 from .messages import CT_ACK, CT_CONFIG, CT_SENML, CT_STATUS, Message, node_name, open_from_gateway
 
@@ -30,11 +30,11 @@ MAX_ACK_SEQS = 64
 def encode_ack(seqs, time_ms, status=ACK_OK):
     if len(seqs) > MAX_ACK_SEQS:
         raise ValueError("an ACK names at most %d frames" % MAX_ACK_SEQS)
-    return cbor.encode({ACK_SEQS: list(seqs), ACK_TIME_MS: time_ms, ACK_STATUS: status})
+    return cbor_encode.encode({ACK_SEQS: list(seqs), ACK_TIME_MS: time_ms, ACK_STATUS: status})
 
 
 def encode_config(version, settings):
-    return cbor.encode({CONFIG_VERSION: version, CONFIG_SETTINGS: settings})
+    return cbor_encode.encode({CONFIG_VERSION: version, CONFIG_SETTINGS: settings})
 
 
 def open_from_node(frame, key_for, now, window=None):

@@ -6,12 +6,9 @@ frames under the node's key.
 
 This module holds what a node runs (``open_from_gateway``, ``decode_ack``,
 ``decode_config``); the gateway's and tools' side (``open_from_node``,
-``open_any``, ``encode_ack``, ``encode_config``) is in gateway_side.py and
-reachable from here too.  CPython imports it with this module; MicroPython
-loads it on first use, so a node's heap never holds it.
+``open_any``, ``encode_ack``, ``encode_config``) is in gateway_side.py, which
+imports this one (never the other way), so a node's heap never holds it.
 """
-
-import sys
 
 from . import cbor, cose
 from .errors import error
@@ -118,18 +115,3 @@ def open_from_gateway(frame, kid, key):
     else:
         raise error("unknown-content-type", "content type %d is not a gateway message" % mac0.content_type)
     return Message(frame, node_name(mac0.kid), mac0.seq, mac0.content_type, body)
-
-
-# The gateway's side: CPython users get it at import; MicroPython loads it
-# when first used.
-if sys.implementation.name != "micropython":
-    from .gateway_side import *  # noqa: E402,F401,F403
-
-
-def __getattr__(name):
-    from . import gateway_side
-
-    try:
-        return getattr(gateway_side, name)
-    except AttributeError:
-        raise AttributeError(name) from None

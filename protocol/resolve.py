@@ -3,7 +3,12 @@ gateway must: absolute names and times, fault and quality rules, and the
 rejections (invalid-senml, must-understand)."""
 
 from .errors import error
-from .senml import _finite
+
+_INF = float("inf")
+
+
+def _finite(x):
+    return x is not None and x == x and x != _INF and x != -_INF
 
 # RFC 8428 §6 integer labels.  Ascending encoded order of map keys is
 # 0..7 (major type 0), then -1..-6 (major type 1), then text keys.

@@ -1,8 +1,8 @@
 """SenML packs in CBOR (RFC 8428 §6), as SPEC.md §3 profiles them:
 ``PackBuilder``, the node side, which writes records straight into CBOR with
 the labels in deterministic order, no dicts per record.  The gateway side
-(``resolve``, ``Record``) and the label constants (``BN``, ``V``, ...,
-``QUALITY_*``) are in resolve.py, reachable from here as ``senml.<name>``.
+(``resolve``, ``Record``) and the public label constants (``BN``, ``V``, ...,
+``QUALITY_*``) are in resolve.py, which a node never loads.
 """
 
 import struct
@@ -18,7 +18,7 @@ except ImportError:  # CPython
 
 
 # RFC 8428 §6 labels PackBuilder writes (all of them, and the quality names,
-# are public in resolve.py and reachable here: ``senml.BN``, ...).
+# are public in resolve.py: ``resolve.BN``, ...).
 # Private consts: a node's heap stores neither their names nor values.
 _N = const(0)
 _U = const(1)
@@ -238,17 +238,3 @@ class PackBuilder:
             return out
         self.clear()
         return bytes(out)
-
-
-# The gateway's side and the labels live in resolve.py so a node never loads
-# them; they stay reachable here (``senml.resolve``, ``senml.BN``) as one
-# SenML module.
-
-
-def __getattr__(name):
-    from . import resolve
-
-    try:
-        return getattr(resolve, name)
-    except AttributeError:
-        raise AttributeError(name) from None

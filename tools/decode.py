@@ -9,7 +9,7 @@ import time
 
 from .errors import UserError
 from .keys import load_key_file, parse_key
-from .protocol import cobs, cose, messages
+from .protocol import cobs, cose, gateway_side, messages
 from .protocol.errors import ProtocolError
 
 CONTENT_TYPE_NAMES = {
@@ -109,7 +109,7 @@ def run(args) -> int:
             raise UserError(f"{exc.reason}: {exc}") from None
         raise UserError(f"frame from node {node!r} cannot be verified: give --key HEX or --keys FILE")
     try:
-        message = messages.open_any(frame, key_for, time.time())
+        message = gateway_side.open_any(frame, key_for, time.time())
     except ProtocolError as exc:
         raise UserError(f"{exc.reason}: {exc}") from None
     json.dump(describe(message), sys.stdout, indent=2)

@@ -16,7 +16,7 @@ from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
 from fw_testlib import MICROPYTHON
-from smemet.protocol import cose, messages
+from smemet.protocol import cose, gateway_side, messages
 
 KEY = bytes(range(32))
 NODE = b"n1"
@@ -56,10 +56,10 @@ class Peer:
                 data, addr = self.sock.recvfrom(2048)
             except socket.timeout:
                 continue
-            msg = messages.open_from_node(data, lambda kid: KEY if kid == NODE else None, time.time())
+            msg = gateway_side.open_from_node(data, lambda kid: KEY if kid == NODE else None, time.time())
             self.frames.append((msg.seq, data, msg))
             if ack:
-                body = messages.encode_ack([msg.seq], int(time.time() * 1000))
+                body = gateway_side.encode_ack([msg.seq], int(time.time() * 1000))
                 self.sock.sendto(cose.create(KEY, NODE, 0, messages.CT_ACK, body), addr)
 
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from fw_testlib import MICROPYTHON, NODE_HEAP
-from smemet.protocol import cose, messages
+from smemet.protocol import cose, gateway_side, messages
 
 KEY = bytes(range(32))
 NODE = b"n4"
@@ -44,12 +44,12 @@ class Gateway:
                 data, addr = self.sock.recvfrom(2048)
             except socket.timeout:
                 continue
-            msg = messages.open_from_node(data, lambda kid: KEY if kid == NODE else None, time.time())
+            msg = gateway_side.open_from_node(data, lambda kid: KEY if kid == NODE else None, time.time())
             self.messages.append(msg)
-            ack = messages.encode_ack([msg.seq], int(time.time() * 1000))
+            ack = gateway_side.encode_ack([msg.seq], int(time.time() * 1000))
             self.sock.sendto(cose.create(KEY, NODE, 0, messages.CT_ACK, ack), addr)
             if self.config_update:
-                body = messages.encode_config(*self.config_update)
+                body = gateway_side.encode_config(*self.config_update)
                 self.sock.sendto(cose.create(KEY, NODE, 1, messages.CT_CONFIG, body), addr)
                 self.config_update = None
 

@@ -1,5 +1,5 @@
 """The gateway's fast frame opener agrees with the protocol's reference
-(``messages.open_from_node``) on every golden vector and on generated frames,
+(``gateway_side.open_from_node``) on every golden vector and on generated frames,
 valid and broken: same records, or the same reject reason."""
 
 import json
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from smemet.gateway import fastpath
-from smemet.protocol import cbor, cose, messages, senml
+from smemet.protocol import cbor, cbor_encode, cose, gateway_side, messages, resolve, senml
 from smemet.protocol.errors import ProtocolError
 from smemet.protocol.window import ReplayWindow
 
@@ -29,7 +29,7 @@ def _record_tuple(name, unit, value, time, quality, reason):
 
 def reference_outcome(frame, key_for, now, window=None):
     try:
-        message = messages.open_from_node(frame, key_for, now, window)
+        message = gateway_side.open_from_node(frame, key_for, now, window)
     except ProtocolError as exc:
         return ("reject", exc.reason)
     records = [_record_tuple(r.name, r.unit, r.value, r.time, r.quality, r.reason) for r in message.body]
@@ -73,7 +73,7 @@ def test_vector(path):
     window = _window(vector.get("window"))
     fast = fast_outcome(frame, key_for, now, window)
     assert fast == reference_outcome(frame, key_for, now, window)
-    if vector.get("content_type") in messages.GATEWAY_TO_NODE:
+    if vector.get("content_type") in gateway_side.GATEWAY_TO_NODE:
         return  # a gateway message: a node frame opener must refuse it, as the reference does
     if vector["valid"]:
         assert fast[0] == "ok"
@@ -154,8 +154,8 @@ def test_damaged_frames_agree(frame, data):
 # SenML-ish maps with odd labels, types and values, correctly MAC'd, so the
 # decoder's every branch is exercised behind a valid tag.
 _labels = st.sampled_from(
-    [senml.BVER, senml.BN, senml.BT, senml.BU, senml.BV, senml.BS, senml.N, senml.U, senml.V, senml.VS,
-     senml.VB, senml.S, senml.T, senml.UT, senml.VD, senml.Q, 99, "x", "must_", -7]
+    [resolve.BVER, resolve.BN, resolve.BT, resolve.BU, resolve.BV, resolve.BS, resolve.N, resolve.U, resolve.V, resolve.VS,
+     resolve.VB, resolve.S, resolve.T, resolve.UT, resolve.VD, resolve.Q, 99, "x", "must_", -7]
 )
 _scalars = st.one_of(
     st.integers(-(2**40), 2**40),
@@ -172,7 +172,7 @@ _records = st.dictionaries(_labels, _scalars, min_size=0, max_size=6)
 @st.composite
 def odd_frames(draw):
     pack = draw(st.one_of(st.lists(_records, min_size=0, max_size=6), _scalars, _records))
-    payload = draw(st.one_of(st.just(cbor.encode(pack)), st.binary(max_size=40)))
+    payload = draw(st.one_of(st.just(cbor_encode.encode(pack)), st.binary(max_size=40)))
     content_type = draw(st.sampled_from([messages.CT_SENML, messages.CT_STATUS, messages.CT_ACK, 5]))
     age = draw(st.one_of(st.none(), st.integers(0, 5000)))
     return cose.create(KEY, b"n1", draw(st.integers(0, 1000)), content_type, payload, age)
@@ -186,7 +186,7 @@ def test_odd_payloads_agree(frame):
 
 def _raw_frame(protected_items, unprotected_bytes, payload):
     """A frame assembled by hand, to reach header cases cose.create never makes."""
-    protected = cbor.encode(protected_items)
+    protected = cbor_encode.encode(protected_items)
     tag = cose.compute_tag(KEY, protected, payload)
     out = bytearray(b"\xd1\x84")
     cbor.write_bytes(out, protected)
@@ -196,7 +196,7 @@ def _raw_frame(protected_items, unprotected_bytes, payload):
     return bytes(out)
 
 
-_PAYLOAD = cbor.encode([{senml.BN: "t", senml.BT: 1_796_000_000, senml.V: 1.5}])
+_PAYLOAD = cbor_encode.encode([{resolve.BN: "t", resolve.BT: 1_796_000_000, resolve.V: 1.5}])
 
 
 @pytest.mark.parametrize(
@@ -221,7 +221,7 @@ def test_unusual_headers_agree(protected, unprotected):
     assert fast_outcome(frame, _key_for, NOW) == reference_outcome(frame, _key_for, NOW)
 
 
-_RELATIVE_PAYLOAD = cbor.encode([{senml.BN: "t", senml.BT: -3, senml.V: 1.5}, {senml.VS: "open-circuit"}])
+_RELATIVE_PAYLOAD = cbor_encode.encode([{resolve.BN: "t", resolve.BT: -3, resolve.V: 1.5}, {resolve.VS: "open-circuit"}])
 _HEADER = {1: 4, 3: 112, 4: b"n1", 6: b"\x01"}
 
 

@@ -11,7 +11,7 @@ from smemet.gateway.config import load_config
 from smemet.gateway.errors import IngestError
 from smemet.gateway.service import Gateway
 from smemet.gateway.testing.nodes import SimNode, write_config
-from smemet.protocol import cobs, messages
+from smemet.protocol import cobs, gateway_side
 
 from .test_service import UdpClient, sample  # noqa: F401 - shared helpers
 
@@ -66,7 +66,7 @@ async def test_serial_frames_are_acked_on_the_same_port(serial_gateway):
     node = SimNode("rs485-1")
     port.write(cobs.frame(node.data_frame(samples=8)))
     (seqs, _ms, status), _ = node.open_ack(await port.read_packet())
-    assert (seqs, status) == ([1], messages.ACK_OK)
+    assert (seqs, status) == ([1], gateway_side.ACK_OK)
     assert sample(gateway, "smemet_gateway_frames_received_total", {"link": "serial"}) == 1
     assert sample(gateway, "smemet_gateway_serial_port_up", {"device": port.device}) == 1
 

@@ -10,7 +10,7 @@ import pytest
 from smemet.gateway.config import load_config
 from smemet.gateway.service import Gateway
 from smemet.gateway.testing.nodes import SimNode, node_key, write_config
-from smemet.protocol import cose, messages
+from smemet.protocol import cose, gateway_side, messages
 
 NODES = [f"node-{i}" for i in range(8)]
 
@@ -74,7 +74,7 @@ async def test_frame_is_stored_acked_and_processed(gateway, client):
     before = time.time()
     await client.send(node.data_frame(samples=16))
     (seqs, gateway_ms, status), ack_seq = node.open_ack(await client.recv())
-    assert seqs == [1] and status == messages.ACK_OK
+    assert seqs == [1] and status == gateway_side.ACK_OK
     assert before * 1000 - 1 <= gateway_ms <= time.time() * 1000 + 1
     assert stored(gateway) == [("node-1", 1)]
     await gateway.outbox.wait_beyond(0, timeout=3)
@@ -206,7 +206,7 @@ async def test_group_commit_batches_many_frames(gateway, client):
         kid = cose.parse(data).kid.decode()
         node = nodes[NODES.index(kid)]
         (seqs, _ms, status), _ = node.open_ack(data)
-        assert status == messages.ACK_OK
+        assert status == gateway_side.ACK_OK
         acked.setdefault(kid, []).extend(seqs)
     assert {k: sorted(v) for k, v in acked.items()} == {name: list(range(1, 41)) for name in NODES}
     commits = sample(gateway, "smemet_gateway_commit_frames_count")

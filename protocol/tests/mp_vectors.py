@@ -14,7 +14,7 @@ import sys
 ROOT = sys.argv[1]
 sys.path.insert(0, ROOT)
 
-from protocol import cbor, cose, messages, window  # noqa: E402
+from protocol import cbor, cbor_encode, cose, gateway_side, window  # noqa: E402
 from protocol.errors import ProtocolError  # noqa: E402
 
 
@@ -40,9 +40,9 @@ def check(vector):
     now = vector["received_at"]
     try:
         if w is not None:
-            message = messages.open_from_node(frame, key_for, now, w)
+            message = gateway_side.open_from_node(frame, key_for, now, w)
         else:
-            message = messages.open_any(frame, key_for, now)
+            message = gateway_side.open_any(frame, key_for, now)
     except ProtocolError as exc:
         if vector["valid"]:
             return "unexpected %s: %s" % (exc.reason, exc)
@@ -67,7 +67,7 @@ def check(vector):
             if not close(want[field], have.get(field)):
                 return "%s differs: %r != %r" % (field, want[field], have.get(field))
     payload = cose.parse(frame).payload
-    if cbor.encode(cbor.decode(payload)) != payload:
+    if cbor_encode.encode(cbor.decode(payload)) != payload:
         return "re-encoding the payload changed its bytes"
     return None
 

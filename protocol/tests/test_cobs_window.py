@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smemet.protocol import cobs, window
-from smemet.protocol.errors import MalformedFrame
+from smemet.protocol.error_classes import MalformedFrame
 
 
 @given(st.binary(max_size=2000))

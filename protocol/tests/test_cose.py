@@ -9,8 +9,8 @@ from pycose.headers import KID, Algorithm, ContentType, PartialIV
 from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
-from smemet.protocol import cose, messages, senml
-from smemet.protocol.errors import BadMac, MalformedFrame, Oversize
+from smemet.protocol import cose, gateway_side, messages, senml
+from smemet.protocol.error_classes import BadMac, MalformedFrame, Oversize
 
 node_ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=32).map(str.encode)
 keys = st.sampled_from([16, 24, 32]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
@@ -82,5 +82,5 @@ def test_frames_built_by_node_resolve_as_senml():
     builder = senml.PackBuilder()
     builder.add("t", "Cel", 1500.0, 1796000000000)
     frame = cose.create(b"k" * 32, b"n1", 3, messages.CT_SENML, builder.encode(1796000000000, True))
-    message = messages.open_from_node(frame, lambda kid: b"k" * 32, 1796000001.0)
+    message = gateway_side.open_from_node(frame, lambda kid: b"k" * 32, 1796000001.0)
     assert [r.as_dict() for r in message.body] == [{"name": "t", "unit": "Cel", "value": 1500.0, "time": 1796000000}]

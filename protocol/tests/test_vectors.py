@@ -13,7 +13,7 @@ import pytest
 from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
-from smemet.protocol import cose, messages, window
+from smemet.protocol import gateway_side, window
 from smemet.protocol.errors import ProtocolError
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -67,15 +67,15 @@ def test_vector_with_our_codec(vector):
     if not vector["valid"]:
         with pytest.raises(ProtocolError) as caught:
             if vector.get("window") is not None:
-                messages.open_from_node(frame, key_for(vector), now, window_for(vector))
+                gateway_side.open_from_node(frame, key_for(vector), now, window_for(vector))
             else:
-                messages.open_any(frame, key_for(vector), now)
+                gateway_side.open_any(frame, key_for(vector), now)
         assert caught.value.reason == vector["error"]
         return
     if vector.get("window") is not None:
-        message = messages.open_from_node(frame, key_for(vector), now, window_for(vector))
+        message = gateway_side.open_from_node(frame, key_for(vector), now, window_for(vector))
     else:
-        message = messages.open_any(frame, key_for(vector), now)
+        message = gateway_side.open_any(frame, key_for(vector), now)
     assert message.node == vector["node"]
     assert message.seq == vector["seq"]
     assert message.content_type == vector["content_type"]

@@ -18,7 +18,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from protocol import cbor, cose, messages, senml  # noqa: E402  (the MicroPython package name)
+from protocol import cbor, cbor_encode, cose, gateway_side, messages, senml  # noqa: E402  (the MicroPython package name)
 
 HERE = pathlib.Path(__file__).parent
 KEY = bytes.fromhex("5ac3e1d0c2b4a6987a6c5e4f3021130412f6e8dacbbdaf9180726354453627a1")
@@ -42,11 +42,11 @@ def frame(payload, seq=1, ct=messages.CT_SENML, key=KEY, kid=NODE, age_ms=None, 
 
 def raw_frame(protected_map, payload, key=KEY, unprotected=None, tag=None, tagged=True):
     """A frame assembled from arbitrary header values (for invalid vectors)."""
-    protected = cbor.encode(protected_map)
+    protected = cbor_encode.encode(protected_map)
     if tag is None:
         tag = cose.compute_tag(key, protected, payload)
     body = [protected, unprotected or {}, payload, tag]
-    return cbor.encode(cbor.Tag(17, body) if tagged else body)
+    return cbor_encode.encode(cbor.Tag(17, body) if tagged else body)
 
 
 VECTORS = []
@@ -170,7 +170,7 @@ def data_vectors():
 
 def pack_vector(name, description, pack, records, seq, **extra):
     """A vector whose SenML pack is written as a literal (any encoder could)."""
-    vector(name, description, frame(cbor.encode(pack), seq=seq), valid=True,
+    vector(name, description, frame(cbor_encode.encode(pack), seq=seq), valid=True,
            content_type=112, node="ladle-7", seq=seq, records=records, **extra)
 
 
@@ -249,15 +249,15 @@ def header_vectors():
     vector("unknown-node", "A well-formed frame from a node the gateway has no key for",
            frame(payload, seq=19, kid=b"rogue-1"), valid=False, key=None, error="unknown-node")
     vector("non-array-senml", "The SenML payload is a map, not an array of records",
-           frame(cbor.encode({0: "t", 2: 1.0}), seq=20), valid=False, error="invalid-senml")
+           frame(cbor_encode.encode({0: "t", 2: 1.0}), seq=20), valid=False, error="invalid-senml")
     vector("must-understand-label", "A record with label 'alarm_': must-understand, unknown here",
-           frame(cbor.encode([{-3: T0, 0: "t", 2: 1.0, "alarm_": 1}]), seq=21), valid=False,
+           frame(cbor_encode.encode([{-3: T0, 0: "t", 2: 1.0, "alarm_": 1}]), seq=21), valid=False,
            error="must-understand")
     vector("senml-version-too-new", "bver 11 is newer than this gateway's SenML version 10",
-           frame(cbor.encode([{-1: 11, -3: T0, 0: "t", 2: 1.0}]), seq=22), valid=False,
+           frame(cbor_encode.encode([{-1: 11, -3: T0, 0: "t", 2: 1.0}]), seq=22), valid=False,
            error="must-understand")
     vector("record-without-value", "A record with a name but no value field",
-           frame(cbor.encode([{-3: T0, 0: "t"}]), seq=23), valid=False, error="invalid-senml")
+           frame(cbor_encode.encode([{-3: T0, 0: "t"}]), seq=23), valid=False, error="invalid-senml")
     vector("indefinite-length", "An indefinite-length array inside the payload",
            frame(b"\x9f\xa2\x00\x61t\x02\x01\xff", seq=24), valid=False, error="malformed")
     vector("replayed-seq", "Sequence number 99 is inside the window and was already accepted",
@@ -286,16 +286,16 @@ def message_vectors():
     time_ms = (T0 + 31) * 1000 + 250
     gw_seq = time_ms // 10  # a gateway's own counter: any strictly increasing value (SPEC §5.4)
     vector("ack", "Gateway ACK of frames 1 and 2 with gateway time (65002)",
-           frame(messages.encode_ack([1, 2], time_ms), seq=gw_seq, ct=messages.CT_ACK), valid=True,
+           frame(gateway_side.encode_ack([1, 2], time_ms), seq=gw_seq, ct=messages.CT_ACK), valid=True,
            content_type=messages.CT_ACK, node="ladle-7", seq=gw_seq,
            ack={"acked": [1, 2], "gateway_time_ms": time_ms, "status": 0})
     vector("ack-storage-full", "Gateway storage full: nothing stored, back off (status 1)",
-           frame(messages.encode_ack([], time_ms, messages.ACK_FULL), seq=gw_seq + 1, ct=messages.CT_ACK),
+           frame(gateway_side.encode_ack([], time_ms, messages.ACK_FULL), seq=gw_seq + 1, ct=messages.CT_ACK),
            valid=True, content_type=messages.CT_ACK, node="ladle-7", seq=gw_seq + 1,
            ack={"acked": [], "gateway_time_ms": time_ms, "status": 1})
     settings = {"period_ms.tc_s": 500, "max_records": 32, "max_latency_ms": 2000}
     vector("config", "Config update version 3 (65003)",
-           frame(messages.encode_config(3, settings), seq=gw_seq + 2, ct=messages.CT_CONFIG), valid=True,
+           frame(gateway_side.encode_config(3, settings), seq=gw_seq + 2, ct=messages.CT_CONFIG), valid=True,
            content_type=messages.CT_CONFIG, node="ladle-7", seq=gw_seq + 2,
            config={"version": 3, "settings": settings})
 
@@ -331,7 +331,7 @@ def _frame_of_size(size, seq):
 
 def _unchecked(pack, pad, seq):
     """Like cose.create, without its size limit (for the oversize vector)."""
-    payload = cbor.encode(pack + [{0: "pad", 3: pad}])
+    payload = cbor_encode.encode(pack + [{0: "pad", 3: pad}])
     protected = cose.protected_header(NODE, seq, messages.CT_SENML)
     out = bytearray(b"\xd1\x84")
     for part in (protected, None, payload, cose.compute_tag(KEY, protected, payload)):

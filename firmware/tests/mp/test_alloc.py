@@ -13,7 +13,7 @@ from node.framer import Framer
 from node.sender import Sender
 from node.seqno import SequenceCounter
 from node.store import FrameStore
-from protocol import cose, messages
+from protocol import cose, gateway_side, messages
 
 KEY = bytes(range(32))
 KID = b"furnace3-tc"
@@ -61,7 +61,7 @@ def _measure(fn):
 
 
 def _ack(seq):
-    return cose.create(KEY, KID, 0, messages.CT_ACK, messages.encode_ack([seq], 1796000000000))
+    return cose.create(KEY, KID, 0, messages.CT_ACK, gateway_side.encode_ack([seq], 1796000000000))
 
 
 def _fill(framer, n):

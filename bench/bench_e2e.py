@@ -36,6 +36,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # the test harness (hil_tests/harness): broker, nodes
 
 import bench_gateway  # noqa: E402  (its load generator and helpers)
 
@@ -120,8 +121,8 @@ class Setup:
     """Broker + gateway process in a temporary directory."""
 
     def __init__(self, directory: str, nodes: list[str]) -> None:
-        from smemet.gateway.testing.broker import MosquittoBroker
-        from smemet.gateway.testing.nodes import write_config
+        from hil_tests.harness.broker import MosquittoBroker
+        from hil_tests.harness.nodes import write_config
 
         self.broker = MosquittoBroker(pathlib.Path(directory) / "broker")
         self.broker.start()
@@ -210,7 +211,7 @@ def throughput(identities: int, frames_per_node: int) -> dict:
 
 def _paced_sender(port: int, nodes: list[str], rate: float, seconds: float, done) -> None:
     """Frames built at the moment they are sent, at ``rate`` frames/s."""
-    from smemet.gateway.testing.nodes import SimNode
+    from hil_tests.harness.nodes import SimNode
 
     sims = [SimNode(name, channels=bench_gateway.CHANNELS) for name in nodes]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

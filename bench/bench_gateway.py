@@ -27,13 +27,13 @@ import os
 import pathlib
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the test harness (hil_tests/harness): simulated nodes, config files
 SAMPLES = 32
 CHANNELS = ("t0", "t1", "t2", "t3")
 WINDOW = 8  # frames in flight per node, as the firmware's sender allows at most
@@ -54,7 +54,7 @@ def _generator(generator: int, nodes: int, frames_per_node: int, port: int, star
     with a per-node window, collecting ACKs until every frame is ACKed."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    from smemet.gateway.testing.nodes import SimNode
+    from hil_tests.harness.nodes import SimNode
     from smemet.protocol import cose
 
     sims = [SimNode(_node_name(generator, i), channels=CHANNELS) for i in range(nodes)]
@@ -128,7 +128,7 @@ def _free_port() -> int:
 
 def measure(impl: str, quick: bool) -> dict:
     """One gateway process with ``impl`` kernels under full load."""
-    from smemet.gateway.testing.nodes import write_config
+    from hil_tests.harness.nodes import write_config
 
     generators = 2 if quick else 3
     nodes = 40 if quick else 80
@@ -165,7 +165,9 @@ def measure(impl: str, quick: bool) -> dict:
                 worker.start()
             for _ in workers:  # the generators build their frames first
                 done.get(timeout=120)
-            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            from smemet.gateway.outbox_view import OutboxView
+
+            view = OutboxView.open(db_path)
             cpu_before = _cpu_seconds(gateway.pid)
             started = time.monotonic()
             start.set()
@@ -179,15 +181,14 @@ def measure(impl: str, quick: bool) -> dict:
                     finished += 1
                 if finished == generators and acked_at is None:
                     acked_at = time.monotonic()
-                row = db.execute("SELECT frame_id FROM progress WHERE name = 'processing'").fetchone()
-                processed = row[0] if row else 0
+                processed, measurements = view.progress()
                 if processed >= total_frames and acked_at is not None:
                     break
                 time.sleep(0.01)
             elapsed = time.monotonic() - started
             cpu = _cpu_seconds(gateway.pid) - cpu_before
-            measurements = db.execute("SELECT sum(count) FROM measurements").fetchone()[0]
-            db.close()
+            processed, measurements = view.progress()
+            view.close()
             for worker in workers:
                 worker.join(10)
         finally:

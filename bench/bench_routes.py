@@ -14,13 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from smemet.gateway.routes import parse_routes, run_routes
-from smemet.gateway.testing import SqliteMeasurements, frames
-from smemet.gateway.testing.broker import MosquittoBroker
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test harness (hil_tests/harness)
+
+from smemet.gateway.sinks.mqtt import parse_routes, run_routes  # noqa: E402
+from hil_tests.harness.broker import MosquittoBroker  # noqa: E402
+from hil_tests.harness.measurements import OutboxMeasurements, frames  # noqa: E402
 
 
 async def _drain(broker: MosquittoBroker, db: Path, table: dict, measurements: int) -> float:
-    source = SqliteMeasurements(db)
+    source = OutboxMeasurements(db)
     try:
         source.add(frames([f"node-{i}" for i in range(10)], ["tc1", "tc2", "tc3", "tc4"], measurements // 40))
         last = source.last_id()

@@ -44,8 +44,9 @@ from types import ModuleType
 from typing import Any
 
 from . import kernels as _kernels
+from . import quality as codes
 from .errors import ConfigError
-from .kernels import codes
+from .kernels.batch import run_chain as _pure_run_chain  # works on either twin's kernels (their ``process``)
 
 __all__ = ["STEP_TYPES", "Chain", "ChainResult", "chain_from_config"]
 
@@ -235,16 +236,24 @@ STEP_TYPES = {
 
 class Chain:
     """A validated list of steps with their kernel state; ``process`` runs
-    one batch and may be called again with the next batch of the stream."""
+    one batch and may be called again with the next batch of the stream.
+
+    ``kernels`` (FlagNonFinite first) and ``per_sample_cj`` (whether each
+    takes the per-sample cold junction) are what the batch runners
+    (``kernels.process_frames``) run; ``unit`` is the unit of the chain's
+    output (None: the node's); ``drops`` says whether a step may drop or
+    aggregate points."""
 
     def __init__(self, steps: Sequence[Mapping[str, Any]], where: str,
-                 kernels: ModuleType | None = None) -> None:
+                 kernels: ModuleType | None = None, unit: str | None = None) -> None:
         k = kernels if kernels is not None else _kernels
         if not isinstance(steps, (list, tuple)):
             raise ConfigError(where, f"steps must be a list of step tables, not {type(steps).__name__}")
         self.step_types: tuple[str, ...] = ()
         self.needs_cold_junction = False
-        self._kernels: list[tuple[Any, bool]] = [(k.FlagNonFinite(), False)]
+        self.drops = False
+        self.unit = unit
+        built: list[tuple[Any, bool]] = [(k.FlagNonFinite(), False)]
         dropping_step: str | None = None
         for index, step in enumerate(steps):
             step_where = f"{where}[{index}]"
@@ -266,8 +275,11 @@ class Chain:
             if drops_points and dropping_step is None:
                 dropping_step = step_type
             self.needs_cold_junction |= per_sample_cj
-            self._kernels.append((kernel, per_sample_cj))
+            self.drops |= drops_points
+            built.append((kernel, per_sample_cj))
             self.step_types += (step_type,)
+        self.kernels: tuple[Any, ...] = tuple(kernel for kernel, _cj in built)
+        self.per_sample_cj: tuple[bool, ...] = tuple(cj for _kernel, cj in built)
 
     def process(self, times: Sequence[float], values: Sequence[float],
                 quality: Sequence[int | str] | bytes | None = None,
@@ -291,12 +303,7 @@ class Chain:
             cj = array("d", cold_junction)
             if len(cj) != n:
                 raise ValueError(f"{len(cj)} cold-junction temperatures for {n} values")
-        with memoryview(t) as tv, memoryview(v) as vv, memoryview(q) as qv, memoryview(r) as rv:
-            for kernel, per_sample_cj in self._kernels:
-                if per_sample_cj:
-                    n = kernel.process(tv[:n], vv[:n], qv[:n], rv[:n], memoryview(cj)[:n])
-                else:
-                    n = kernel.process(tv[:n], vv[:n], qv[:n], rv[:n])
+        n = _pure_run_chain(self, t, v, q, r, cj)
         del t[n:], v[n:], q[n:], r[n:]
         return ChainResult(t, v, bytes(q), bytes(r))
 
@@ -340,7 +347,7 @@ def warmup_seconds(channels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) 
 
 
 def chain_from_config(steps: Sequence[Mapping[str, Any]], where: str,
-                      kernels: ModuleType | None = None) -> Chain:
+                      kernels: ModuleType | None = None, unit: str | None = None) -> Chain:
     """Build a Chain from a channel's parsed ``steps`` list; ``where`` names
     that list in the configuration (e.g. ``gateway.toml: channels."x".steps``)."""
-    return Chain(steps, where, kernels)
+    return Chain(steps, where, kernels, unit)

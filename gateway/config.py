@@ -82,9 +82,16 @@ class GatewayConfig:
     channels: tuple[tuple[str, list], ...] = ()
     # channel pattern -> the unit of its processed values (a thermocouple turns V into Cel)
     units: tuple[tuple[str, str], ...] = ()
-    routes: list = field(default_factory=list)  # RouteConfig from smemet.gateway.routes
+    # sink section ("routes", ...) -> its parsed config, for every configured kind (sinks/__init__.py)
+    sinks: dict = field(default_factory=dict)
     modbus: Any = None  # ModbusConfig from smemet.gateway.modbus, or None
-    shutdown_grace: float = 5.0  # seconds routes get to drain at SIGTERM
+    shutdown_grace: float = 5.0  # seconds sinks get to deliver at SIGTERM
+    backlog_frames: int = 4096  # frames between admission and processed storage before the links pause
+
+    @property
+    def routes(self) -> list:
+        """The MQTT routes (RouteConfig), as ``[[routes]]`` configured them."""
+        return self.sinks.get("routes", [])
 
     def steps_for(self, node: str, channel: str) -> list | None:
         """The processing steps of one channel: an exact entry wins, else the
@@ -208,14 +215,20 @@ def load_config(path: str) -> GatewayConfig:
 
 
 def parse_config(data: dict, source: str) -> GatewayConfig:
+    from . import sinks as sink_kinds
+
     base = os.path.dirname(os.path.abspath(source))
-    root = _Table(data, f"{source}: ", ("gateway", "keys", "ingest", "outbox", "metrics", "log", "channels", "routes", "modbus"))
+    kinds = sink_kinds.kinds()
+    root = _Table(data, f"{source}: ",
+                  ("gateway", "keys", "ingest", "outbox", "metrics", "log", "channels", "modbus",
+                   *(kind.SECTION for kind in kinds)))
     root.finish()
 
-    gateway = _Table(data.get("gateway", {}), f"{source}: gateway", ("id", "shutdown_grace"))
+    gateway = _Table(data.get("gateway", {}), f"{source}: gateway", ("id", "shutdown_grace", "backlog_frames"))
     gateway.finish()
     gateway_id = gateway.text("id", os.uname().nodename)
     shutdown_grace = gateway.number("shutdown_grace", 5.0, 0.0, 600.0)
+    backlog_frames = gateway.integer("backlog_frames", 4096, 64, 1_000_000)
 
     if "keys" not in data:
         raise ConfigError(f"{source}: keys", "missing [keys] table with file = \"path to the node key file\"")
@@ -276,12 +289,13 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
     log = LogConfig(table.choice("level", "info", _LEVELS), table.choice("format", "logfmt", _FORMATS))
 
     channels, units = _channels(data.get("channels", {}), source)
-    routes = _routes(data.get("routes", []), source)
+    context = sink_kinds.ParseContext(source, base, gateway_id)
+    sinks = {kind.SECTION: kind.parse(data[kind.SECTION], context) for kind in kinds if kind.SECTION in data}
     modbus = _modbus(data["modbus"], source) if "modbus" in data else None
     return GatewayConfig(
         source=source, gateway_id=gateway_id, keys_file=keys_file, outbox=outbox, udp=udp,
-        serial=tuple(serial), metrics=metrics, log=log, channels=channels, units=units, routes=routes, modbus=modbus,
-        shutdown_grace=shutdown_grace,
+        serial=tuple(serial), metrics=metrics, log=log, channels=channels, units=units, sinks=sinks, modbus=modbus,
+        shutdown_grace=shutdown_grace, backlog_frames=backlog_frames,
     )
 
 
@@ -307,16 +321,6 @@ def _channels(data: Any, source: str) -> tuple[tuple[tuple[str, list], ...], tup
         chain_from_config(steps, f"{where}.steps")
         channels.append((pattern, steps))
     return tuple(channels), tuple(units)
-
-
-def _routes(tables: Any, source: str) -> list:
-    if not tables:
-        return []
-    try:
-        from .routes import parse_routes
-    except ImportError:  # routes not installed in this build
-        raise ConfigError(f"{source}: routes", "this gateway build has no MQTT routes module") from None
-    return parse_routes(tables, source)
 
 
 def _modbus(table: Any, source: str):

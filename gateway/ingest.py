@@ -1,6 +1,6 @@
 """The links frames arrive on: UDP (one frame per datagram) and serial ports
 (COBS packets, 0x00-delimited, SPEC.md §7).  Each link hands frames to the
-pipeline with an address its ACK goes back to."""
+admission stage with an address its ACK goes back to."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class UdpLink:
     per-frame cost (docs/benchmarks.md)."""
 
     name = "udp"
-    # Datagrams per wake-up, then the loop runs commits, ACKs and routes.  More
+    # Datagrams per wake-up, then the loop runs commits, ACKs and sinks.  More
     # (256) read faster still but let ingest outrun processing: 1,000 nodes
     # bursting pushed peak RSS to 160 MB (docs/benchmarks.md).
     READ_BATCH = 32
@@ -47,7 +47,39 @@ class UdpLink:
         self._sock: socket.socket | None = sock
         self._loop = asyncio.get_running_loop()
         self.accepting = True
-        self._loop.add_reader(sock.fileno(), self._read_ready)
+        self._reading = False
+        self._inode = _socket_inode(sock)
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop reading the socket (back-pressure): datagrams wait in the
+        kernel's buffer, and beyond it are dropped (``kernel_drops``)."""
+        if self._reading and self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._reading = False
+
+    def resume(self) -> None:
+        if not self._reading and self._sock is not None:
+            self._loop.add_reader(self._sock.fileno(), self._read_ready)
+            self._reading = True
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped on this socket since it was opened
+        (its receive buffer was full), from /proc/net/udp; None where the
+        system does not say."""
+        if self._sock is None or self._inode is None:
+            return None
+        table = "/proc/net/udp6" if self._sock.family == socket.AF_INET6 else "/proc/net/udp"
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 13 and fields[9] == self._inode:
+                        return int(fields[12])
+        except (OSError, StopIteration, ValueError):
+            return None
+        return None
 
     @classmethod
     async def open(cls, handle, bind: str, port: int) -> "UdpLink":
@@ -65,10 +97,17 @@ class UdpLink:
             raise IngestError(
                 f"cannot listen for UDP on [{bind}]:{port} ({exc.strerror}); another gateway running, or change [ingest.udp] port/bind"
             ) from None
-        try:  # a burst of frames must wait in the kernel, not be dropped, while a commit runs
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
-        except OSError:
-            pass
+        # A burst of frames must wait in the kernel, not be dropped, while a
+        # commit runs or ingest is paused: ask for 8 MiB (root may exceed
+        # net.core.rmem_max; others get what it allows).
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, 8 * 2**20)
+                break
+            except OSError:
+                continue
         return cls(handle, sock)
 
     @property
@@ -118,6 +157,14 @@ class UdpLink:
             self._sock = None
 
 
+def _socket_inode(sock: socket.socket) -> str | None:
+    try:
+        target = os.readlink(f"/proc/self/fd/{sock.fileno()}")  # "socket:[12345]"
+    except OSError:
+        return None
+    return target[8:-1] if target.startswith("socket:[") else None
+
+
 def check_serial_device(device: str) -> None:
     """Raise IngestError with what to do when a configured port is missing."""
     if not os.path.exists(device):
@@ -149,6 +196,7 @@ class SerialLink:
         self._closed = False
         self.malformed = 0
         self.accepting = True
+        self._paused = False
 
     def open(self) -> None:
         """Open now (raises IngestError: used at start, where a missing port is an error)."""
@@ -177,7 +225,8 @@ class SerialLink:
             raise
         self._fd = fd
         self._deframer = cobs.Deframer()
-        asyncio.get_running_loop().add_reader(fd, self._readable)
+        if not self._paused:
+            asyncio.get_running_loop().add_reader(fd, self._readable)
         self._on_state(True)
         log.info("serial port open", extra={"device": self.device, "baud": self.baud})
 
@@ -216,6 +265,21 @@ class SerialLink:
                 return
             except IngestError as exc:
                 log.debug("serial port still unavailable", extra={"device": self.device, "error": str(exc)})
+
+    def pause(self) -> None:
+        """Stop reading the port (back-pressure); the driver's buffer and the
+        nodes' retransmissions hold the rest."""
+        self._paused = True
+        if self._fd is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._fd)
+            except RuntimeError:
+                pass
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._fd is not None:
+            asyncio.get_running_loop().add_reader(self._fd, self._readable)
 
     def send(self, data: bytes, address) -> None:
         if self._fd is None:

@@ -1,44 +1,81 @@
-"""The latest processed measurement of selected channels, in memory, for the
-Modbus TCP server (PLC/SCADA read current values, not history).  Only the
-configured "node/channel" keys are tracked, so the cost is nil for
-everything else.  Empty after a restart until new data arrives (the server
-reports "no data" meanwhile)."""
+"""The latest processed measurement per channel, in memory: what PLCs (the
+Modbus server), the web console and OPC UA read as "current value".
+
+``LatestSink`` is a sink like any other (delivery/sink.py), but an in-memory
+one: it takes every frame its selection allows, confirms at once, keeps no
+durable cursor and starts from the recent past after a restart (so the
+table is filled again from the outbox, not empty until new data arrives).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from .model import Measurement
-from .outbox import ID_SPACE, KIND_NAMES, QUALITY_NAMES
+from .delivery import Selection, Sink
+from .spine import Measurement, ProcessedFrame
 
 
-class LatestValues:
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._watched: dict[str, set[str]] = {}
-        for key in keys:
-            node, _, channel = key.partition("/")
-            self._watched.setdefault(node, set()).add(channel)
+class LatestTable:
+    """"node/channel" -> its newest measurement (by measurement time).
+    ``keys``: track only these (None: every channel)."""
+
+    def __init__(self, keys: Iterable[str] | None = None) -> None:
+        self._watched: dict[str, set[str]] | None = None
+        if keys is not None:
+            self._watched = {}
+            for key in keys:
+                node, _, channel = key.partition("/")
+                self._watched.setdefault(node, set()).add(channel)
         self._latest: dict[str, Measurement] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._watched)
-
-    def update(self, processed: Iterable[tuple]) -> None:
-        """Take processed frames (as ``Processor.rows`` gives them)."""
-        watched = self._watched
-        for frame_id, node, seq, kind, _received, rows in processed:
-            channels = watched.get(node)
+    def update(self, frame: ProcessedFrame) -> None:
+        channels = None
+        if self._watched is not None:
+            channels = self._watched.get(frame.node)
             if not channels:
+                return
+        latest = self._latest
+        for i, channel in enumerate(frame.channels):
+            if channels is not None and channel not in channels:
                 continue
-            for index, (channel, time, value, unit, quality, reason) in enumerate(rows):
-                if channel in channels:
-                    key = f"{node}/{channel}"
-                    previous = self._latest.get(key)
-                    if previous is None or time >= previous.time:
-                        self._latest[key] = Measurement(
-                            frame_id * ID_SPACE + index, node, seq, channel, time, value, unit,
-                            QUALITY_NAMES[quality], reason, KIND_NAMES[kind],
-                        )
+            key = f"{frame.node}/{channel}"
+            previous = latest.get(key)
+            if previous is None or frame.times[i] >= previous.time:
+                latest[key] = frame.measurement(i)
 
     def get(self, key: str) -> Measurement | None:
         return self._latest.get(key)
+
+    def items(self) -> list[tuple[str, Measurement]]:
+        return list(self._latest.items())
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+
+class LatestSink(Sink):
+    """Feeds a LatestTable from the delivery loop."""
+
+    kind = "latest"
+    durable = False
+
+    def __init__(self, name: str, table: LatestTable, selection: Selection | None = None,
+                 on_frame: Callable[[ProcessedFrame], None] | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.description = "the in-memory latest values"
+        self.table = table
+        self.selection = selection or Selection(kinds=("data", "status"))
+        self._on_frame = on_frame
+
+    async def open(self) -> None:
+        return None
+
+    async def deliver(self, frames: Sequence[ProcessedFrame], confirm: Callable[[], None]) -> None:
+        for frame in frames:
+            self.table.update(frame)
+            if self._on_frame is not None:
+                self._on_frame(frame)
+        self.stats.messages_sent += len(frames)
+        self.stats.messages_confirmed += len(frames)
+        confirm()

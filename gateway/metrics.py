@@ -47,7 +47,20 @@ class GatewayMetrics:
         self.outbox_max_bytes = Gauge(f"{PREFIX}_outbox_max_bytes", "Configured outbox size limit", registry=r)
         self.storage_full = Gauge(f"{PREFIX}_storage_full", "1 while the outbox is full and frames are refused (alarm)", registry=r)
         self.processing_lag = Gauge(f"{PREFIX}_processing_lag_frames", "Committed frames not yet processed", registry=r)
-        self.route_lag = Gauge(f"{PREFIX}_route_lag_measurements", "Measurements a route has not delivered yet", ["route"], registry=r)
+        self.backlog_frames = Gauge(
+            f"{PREFIX}_backlog_frames", "Frames between admission and processed storage (bounded: see ingest_paused)",
+            registry=r,
+        )
+        self.ingest_paused = Gauge(
+            f"{PREFIX}_ingest_paused", "1 while the links are not read because the backlog reached its bound", registry=r
+        )
+        self.ingest_pauses = Counter(f"{PREFIX}_ingest_pauses", "Times the links were paused by back-pressure", registry=r)
+        self.udp_receive_drops = Gauge(
+            f"{PREFIX}_udp_receive_drops",
+            "Datagrams the kernel dropped on the ingest socket (receive buffer full), since the socket was opened; "
+            "nodes retransmit them",
+            registry=r,
+        )
         self.node_last_seen = Gauge(f"{PREFIX}_node_last_seen_timestamp_seconds", "When a node's last valid frame arrived", ["node"], registry=r)
         self.node_store_depth = Gauge(
             f"{PREFIX}_node_store_depth", "Frames a node holds unacknowledged (from its status reports)", ["node"], registry=r

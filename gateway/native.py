@@ -38,8 +38,7 @@ def load(compiled: str, pure: str, name: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(compiled)
     except ImportError:
-        if not _missing:
-            _log.warning("Cython modules not compiled; using the pure-Python path (slower)")
+        _log.warning("Cython module %s not compiled; using its pure-Python twin (slower)", compiled)
         _missing.append(compiled)
         return importlib.import_module(pure)
 

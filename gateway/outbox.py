@@ -1,27 +1,31 @@
-"""The durable outbox: one SQLite database in WAL mode.
+"""The durable outbox: one SQLite database in WAL mode, and the only code
+that knows its tables (everything else uses the methods below).
 
 Tables
 - ``frames``: every accepted frame, raw, once per (node, seq) (UNIQUE), kept
   until it is processed and past the audit retention;
 - ``windows``: each node's replay window, written in the same transaction as
   the frames that moved it, so a restart neither re-accepts nor forgets;
-- ``measurements``: processed measurements, one row per frame holding all of
-  that frame's measurements (marshal'd tuples: one SQLite row per frame is
-  what makes 200k measurements/s affordable); a measurement's id is
-  ``frame_id * ID_SPACE + index``.  Routes read them in id order; they are
-  kept until every configured route has delivered them;
-- ``progress``: how far processing got (a frame id), written in the same
-  transaction as the measurements it produced: after kill -9 processing
-  resumes exactly where its last commit left it;
-- ``cursors``: each route's last delivered measurement id.
+- ``processed``: processed frames, one row per frame holding its
+  measurements as marshal'd columns (a SQLite row per measurement is what
+  would make 200k measurements/s unaffordable).  Measurement ids are
+  consecutive across frames in commit order: a row's measurements are
+  ``first_id .. first_id + count - 1``, so "how many measurements does a sink
+  still owe" is a subtraction.  Rows are kept until every durable sink has
+  delivered them (without sinks: for the audit retention);
+- ``progress``: how far processing got (``processing``: a frame id) and the
+  last measurement id given (``measurements``), written in the same
+  transaction as the measurements they cover: after kill -9 processing
+  resumes exactly where its last commit left it, and ids never repeat;
+- ``cursors``: each sink's last delivered measurement id.
 
-Frame ids use AUTOINCREMENT so they are never reused after pruning (cursors
-compare ids, measurement ids derive from frame ids).  Frame commits run with ``synchronous=FULL``: a frame is ACKed only
-after its commit returned, i.e. after the WAL was fsync'd.
+Frame ids use AUTOINCREMENT so they are never reused after pruning.  Frame
+commits run with ``synchronous=FULL``: a frame is ACKed only after its commit
+returned, i.e. after the WAL was fsync'd.
 
 Threads: one writer connection, used by one worker thread (frame commits,
-processing, pruning); one reader connection for the event loop (routes'
-``read``, replay look-ups); one cursor connection for routes' ``save_cursor``.
+processing, pruning); one reader connection for the event loop (sinks'
+reads, replay look-ups); one cursor connection for sinks' ``save_cursor``.
 """
 
 from __future__ import annotations
@@ -31,20 +35,19 @@ import marshal
 import os
 import sqlite3
 import threading
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-
-from .windows import TaggedWindow
+from dataclasses import dataclass
 
 from .errors import OutboxError, OutboxFull
-from .model import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, Measurement
+from .spine import Measurement, ProcessedFrame
+from .windows import TaggedWindow
 
-SCHEMA_VERSION = 2
-ID_SPACE = 4096  # measurement id = frame id * ID_SPACE + index: a frame yields < 1024 rows
-QUALITY_NAMES = (QUALITY_GOOD, QUALITY_UNCERTAIN, QUALITY_BAD)  # stored as the index
-KIND_NAMES = ("data", "status")
+SCHEMA_VERSION = 3
 PROCESSING = "processing"
-RECENT_FRAMES = 256  # processed frames kept in memory for routes (between this and twice this; ~7 kB per 32-reading frame)
+MEASUREMENTS = "measurements"
+RECENT_FRAMES = 512  # processed frames kept in memory for sinks that keep up (~8 kB per 32-reading frame)
+_MARSHAL_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -59,25 +62,58 @@ CREATE TABLE IF NOT EXISTS frames (
 );
 CREATE TABLE IF NOT EXISTS windows (node TEXT PRIMARY KEY, highest INTEGER NOT NULL, bitmap BLOB NOT NULL,
                                     tags BLOB NOT NULL) WITHOUT ROWID;  -- tags: MAC tag per number in the window
-CREATE TABLE IF NOT EXISTS measurements (
-    frame_id INTEGER PRIMARY KEY,      -- the frame they were attributed to (frames.id)
+CREATE TABLE IF NOT EXISTS processed (
+    first_id INTEGER PRIMARY KEY,      -- id of its first measurement (ids consecutive in commit order)
+    position INTEGER NOT NULL,         -- 1, 2, 3, ...: the frame's place among processed frames
+    frame_id INTEGER NOT NULL,         -- frames.id it came from
     node TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    kind INTEGER NOT NULL,             -- index into KIND_NAMES
+    kind INTEGER NOT NULL,             -- spine.KIND_NAMES
     received REAL NOT NULL,            -- the frame's arrival, Unix s
     count INTEGER NOT NULL,
-    rows BLOB NOT NULL                 -- marshal: tuple of (channel, time, value, unit, quality, reason)
+    columns BLOB NOT NULL              -- marshal: (channels, times, values, units, quality codes, reasons)
 );
 CREATE TABLE IF NOT EXISTS progress (name TEXT PRIMARY KEY, frame_id INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (route TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFrame:
+    """A frame as the outbox stores it (what a commit writes, what a restart
+    reads back to process)."""
+
+    node: str
+    seq: int
+    content_type: int
+    received: float  # arrival, Unix s
+    raw: bytes
+    id: int = 0  # frames.id, once stored
 
 
-def _is_full_error(exc: sqlite3.Error) -> bool:
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """Cheap figures for gauges, health and the console."""
+
+    frames: int  # held: audit retention and not yet processed
+    measurements: int  # held for sinks
+    bytes: int  # database pages in use
+    max_bytes: int
+    last_frame_id: int
+    processed_frame_id: int
+    last_measurement_id: int
+    cursors: dict[str, int]
+
+
+def _storage_error(exc: sqlite3.Error) -> bool:
+    """The disk is full, failing or read-only: like a full outbox, nothing
+    was stored and the node must keep its data."""
     code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+                                            sqlite3.SQLITE_CANTOPEN):
+        return True
+    text = str(exc).lower()
+    return "full" in text or "disk i/o" in text or "readonly" in text or "read-only" in text
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
@@ -88,21 +124,33 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     return connection
 
 
-class FrameRow:
-    """What a frame commit stores (built by the pipeline)."""
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open (SQLite may have ended it itself,
+    e.g. on a full disk)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
-    __slots__ = ("node", "seq", "content_type", "received", "raw")
 
-    def __init__(self, node: str, seq: int, content_type: int, received: float, raw: bytes) -> None:
-        self.node = node
-        self.seq = seq
-        self.content_type = content_type
-        self.received = received
-        self.raw = raw
+def pack_columns(frame: ProcessedFrame) -> bytes:
+    return marshal.dumps(
+        (tuple(frame.channels), tuple(frame.times), tuple(frame.values), tuple(frame.units), bytes(frame.quality),
+         tuple(frame.reasons)),
+        _MARSHAL_VERSION,
+    )
+
+
+def unpack_frame(first_id: int, frame_id: int, node: str, seq: int, kind: int, received: float,
+                 columns: bytes) -> ProcessedFrame:
+    channels, times, values, units, quality, reasons = marshal.loads(columns)
+    return ProcessedFrame(first_id, frame_id, node, seq, kind, received, channels, times, values, units, quality,
+                          reasons)
 
 
 class Outbox:
-    """The database and its operations; also the routes' MeasurementSource."""
+    """The database and its operations; also the sinks' frame source."""
 
     def __init__(self, path: str, max_bytes: int) -> None:
         self.path = path
@@ -115,9 +163,9 @@ class Outbox:
             self._writer.executescript(_SCHEMA)
             self._check_schema()
             self._reader = _connect(path, "FULL")
-            # Routes save cursors often, on the event loop: no fsync of their own
+            # Sinks save cursors often, on the event loop: no fsync of their own
             # (WAL, NORMAL).  A cursor commit lost to a power cut only makes a
-            # route resend (deduplicated by (node, seq)); the WAL's order means
+            # sink resend (deduplicated by (node, seq)); the WAL's order means
             # a cursor never outlives the measurements it points past.
             self._cursor_db = _connect(path, "NORMAL")
         except sqlite3.Error as exc:
@@ -125,25 +173,20 @@ class Outbox:
         self._cursor_lock = threading.Lock()
         self.page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
         self.last_frame_id = self._sequence("frames")
-        row = self._writer.execute(
-            "SELECT frame_id, count FROM measurements ORDER BY frame_id DESC LIMIT 1"
-        ).fetchone()
-        self.last_measurement_id = row[0] * ID_SPACE + row[1] - 1 if row else 0
-        self.held_measurements = self._writer.execute("SELECT coalesce(sum(count), 0) FROM measurements").fetchone()[0]
+        self.last_measurement_id = self._progress(MEASUREMENTS)
+        row = self._writer.execute("SELECT coalesce(sum(count), 0), coalesce(max(position), 0) FROM processed").fetchone()
+        self.held_measurements, self.last_position = row
         self._changed: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # The newest processed frames, also kept in memory for the sinks
+        # (they would otherwise read back at once what was just written).
+        # Every processed frame from ``_recent[0]`` on is in it; SQLite stays
+        # the record and serves any read that starts before it (a lagging
+        # sink, a restart).
+        self._recent: list[ProcessedFrame] = []  # between RECENT_FRAMES and twice that
+        self._recent_first: list[int] = []  # their first ids, for bisect
+        self._recent_lock = threading.Lock()
         # The size check costs two PRAGMAs; a commit does it only when what
         # was written since the last check could have used the room left then.
-        # The newest processed frames, also kept in memory for the routes
-        # (they would otherwise read back at once what was just written):
-        # (frame_id, node, seq, kind, rows) in frame order; every stored frame
-        # with frame_id >= _recent_from is in it.  SQLite stays the record and
-        # serves any read that starts before it (a lagging route, a restart).
-        self._recent: list[tuple] = []
-        self._recent_ids: list[int] = []
-        self._recent_from: int | None = None
-        self._recent_lock = threading.Lock()
-        self._recent_off = False
         self._room = 0  # max_bytes - used bytes, at the last exact check
         self._written = 0  # payload bytes stored since then
 
@@ -152,10 +195,18 @@ class Outbox:
         row = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
         return row[0] if row else 0
 
+    def _progress(self, name: str) -> int:
+        row = self._writer.execute("SELECT frame_id FROM progress WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
     def _check_schema(self) -> None:
         row = self._writer.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
             self._writer.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] == 2:
+            from .outbox_migrate import migrate_2_to_3
+
+            migrate_2_to_3(self._writer)
         elif row[0] != SCHEMA_VERSION:
             raise OutboxError(f"{self.path}: outbox schema {row[0]} is not {SCHEMA_VERSION}; use the gateway version that wrote it")
 
@@ -191,11 +242,11 @@ class Outbox:
         rows = self._writer.execute("SELECT node, highest, bitmap, tags FROM windows").fetchall()
         return {node: TaggedWindow(highest, int.from_bytes(bitmap, "big"), tags) for node, highest, bitmap, tags in rows}
 
-    def commit_frames(self, frames: Sequence[FrameRow], windows: Iterable[tuple[str, TaggedWindow]]) -> int:
+    def commit_frames(self, frames: Sequence[StoredFrame], windows: Iterable[tuple[str, TaggedWindow]]) -> int:
         """Store ``frames`` and the replay windows they moved in one durable
         transaction; returns the id of the last frame (ids are consecutive).
-        Raises OutboxFull (nothing stored) when the size limit or the disk
-        is reached."""
+        Raises OutboxFull (nothing stored) when the size limit is reached or
+        the disk is full, failing or read-only."""
         if self._may_be_full():
             raise OutboxFull(f"outbox uses {self.used_bytes()} of {self.max_bytes} bytes")
         db = self._writer
@@ -213,136 +264,132 @@ class Outbox:
                 )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         except sqlite3.Error as exc:
-            if _is_full_error(exc):
-                raise OutboxFull(f"disk full writing {self.path}") from None
+            if _storage_error(exc):
+                raise OutboxFull(f"cannot write {self.path} ({exc}): disk full, failing or read-only") from None
             raise
         self.last_frame_id = (first[0] if first else 0) + len(frames)
         self._written += sum(len(f.raw) + 64 for f in frames)
         return self.last_frame_id
 
     def processing_cursor(self) -> int:
-        row = self._writer.execute("SELECT frame_id FROM progress WHERE name = ?", (PROCESSING,)).fetchone()
-        return row[0] if row else 0
+        return self._progress(PROCESSING)
 
-    def unprocessed_frames(self, after_id: int, limit: int) -> list[tuple[int, str, int, int, float, bytes]]:
-        """(id, node, seq, content_type, received, raw) after ``after_id``."""
-        return self._writer.execute(
-            "SELECT id, node, seq, content_type, received, raw FROM frames WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ).fetchall()
+    def _frames_where(self, where: str, arguments: tuple) -> list[StoredFrame]:
+        return [
+            StoredFrame(node, seq, content_type, received, raw, id_)
+            for id_, node, seq, content_type, received, raw in self._writer.execute(
+                f"SELECT id, node, seq, content_type, received, raw FROM frames WHERE {where}", arguments
+            )
+        ]
 
-    def processed_frames_since(self, seconds: float, max_frames: int) -> list[tuple[int, str, int, int, float, bytes]]:
-        """(id, node, seq, content_type, received, raw) of the processed frames
-        received in the ``seconds`` before the last processed one, oldest
-        first, at most the ``max_frames`` newest of them.  Walks back from the
-        processing cursor by id (no index on ``received`` needed)."""
-        found: list[tuple] = []
+    def frames_after(self, after_id: int, limit: int) -> list[StoredFrame]:
+        """Stored frames after ``after_id`` (a frame id), oldest first (after
+        the processing cursor: the frames not processed yet)."""
+        return self._frames_where("id > ? ORDER BY id LIMIT ?", (after_id, limit))
+
+    def processed_frames_since(self, seconds: float, max_frames: int) -> list[StoredFrame]:
+        """The processed frames received in the ``seconds`` before the last
+        processed one, oldest first, at most the ``max_frames`` newest of
+        them.  Walks back from the processing cursor by id (no index on
+        ``received`` needed)."""
+        found: list[StoredFrame] = []
         before = self.processing_cursor() + 1
         newest = None
         while len(found) < max_frames:
-            chunk = self._writer.execute(
-                "SELECT id, node, seq, content_type, received, raw FROM frames WHERE id < ? ORDER BY id DESC LIMIT ?",
-                (before, min(1024, max_frames - len(found))),
-            ).fetchall()
+            chunk = self._frames_where("id < ? ORDER BY id DESC LIMIT ?", (before, min(1024, max_frames - len(found))))
             if not chunk:
                 break
             if newest is None:
-                newest = chunk[0][4]
-            kept = [row for row in chunk if row[4] >= newest - seconds]
+                newest = chunk[0].received
+            kept = [frame for frame in chunk if frame.received >= newest - seconds]
             found += kept
             if len(kept) < len(chunk):
                 break  # reached frames older than the span
-            before = chunk[-1][0]
+            before = chunk[-1].id
         found.reverse()
         return found
 
-    def write_processed(self, frames: Sequence[tuple], last_frame_id: int) -> int:
-        """Store processed frames -- (frame_id, node, seq, kind, received,
-        rows) with rows a sequence of (channel, time, value, unit, quality
-        code, reason) -- and move the processing cursor to ``last_frame_id``,
+    def write_processed(self, frames: Sequence[ProcessedFrame], last_frame_id: int) -> int:
+        """Store processed frames (ascending, consecutive ids after the last
+        stored) and move the processing cursor to ``last_frame_id``,
         atomically; returns the last measurement id.
 
         No fsync of its own: any later durable commit (the next frame group,
-        a route's cursor) carries it, and a route can only advance its cursor
+        a sink's cursor) carries it, and a sink can only advance its cursor
         over measurements a durable commit already covers."""
-        dumps = marshal.dumps
-        records = [
-            (frame_id, node, seq, kind, received, len(rows), dumps(tuple(rows)))
-            for frame_id, node, seq, kind, received, rows in frames
-            if rows
-        ]
+        expected = self.last_measurement_id + 1
+        records = []
+        position = self.last_position
+        for frame in frames:
+            if frame.first_id != expected or frame.offsets is not None:
+                raise ValueError(f"processed frame ids must continue at {expected}, not {frame.first_id}")
+            position += 1
+            count = len(frame.channels)
+            records.append((frame.first_id, position, frame.frame_id, frame.node, frame.seq, frame.kind,
+                            frame.received, count, pack_columns(frame)))
+            expected += count
+        last_id = expected - 1
         db = self._writer
         db.execute("PRAGMA synchronous=NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)", records)
-                db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?)", (PROCESSING, last_frame_id))
+                db.executemany("INSERT INTO processed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+                db.executemany("INSERT OR REPLACE INTO progress VALUES (?, ?)",
+                               ((PROCESSING, last_frame_id), (MEASUREMENTS, last_id)))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         finally:
             db.execute("PRAGMA synchronous=FULL")
-        self._written += sum(len(r[6]) + 64 for r in records)
-        self._remember(frames)
-        if records:
-            last = records[-1]
-            self.last_measurement_id = max(self.last_measurement_id, last[0] * ID_SPACE + last[5] - 1)
-            self.held_measurements += sum(r[5] for r in records)
-        return self.last_measurement_id
-
-    def _remember(self, frames: Sequence[tuple]) -> None:
-        """Keep the frames just committed in memory for ``read_frames``."""
+        self._written += sum(len(r[8]) + 64 for r in records)
         with self._recent_lock:
-            if self._recent_off:
-                return
-            for frame_id, node, seq, kind, _received, rows in frames:
-                if rows:
-                    if self._recent_ids and frame_id <= self._recent_ids[-1]:
-                        # Out of order (cannot happen: processing follows commit
-                        # order): memory could no longer vouch for completeness.
-                        self._recent, self._recent_ids, self._recent_from = [], [], None
-                        self._recent_off = True
-                        return
-                    if self._recent_from is None:
-                        self._recent_from = frame_id
-                    self._recent.append((frame_id, node, seq, kind, rows))
-                    self._recent_ids.append(frame_id)
+            self._recent.extend(frames)
+            self._recent_first.extend(frame.first_id for frame in frames)
             if len(self._recent) > 2 * RECENT_FRAMES:
-                del self._recent[:RECENT_FRAMES], self._recent_ids[:RECENT_FRAMES]
-                self._recent_from = self._recent_ids[0]
+                del self._recent[:-RECENT_FRAMES], self._recent_first[:-RECENT_FRAMES]
+        self.last_position = position
+        self.held_measurements += last_id - self.last_measurement_id
+        self.last_measurement_id = last_id
+        return last_id
 
-    def prune(self, now: float, audit_retention: float, routes: Sequence[str]) -> tuple[int, int]:
+    def prune(self, now: float, audit_retention: float, sinks: Sequence[str]) -> tuple[int, int]:
         """Delete processed frames older than the audit retention, and
-        measurements every configured route delivered (without routes: older
-        than the retention).  Returns (frames, measurements) deleted."""
+        processed measurements every durable sink delivered (without sinks:
+        older than the retention).  Returns (frames, measurements) deleted."""
         db = self._writer
         cutoff = now - audit_retention
         processed = self.processing_cursor()
         db.execute("BEGIN IMMEDIATE")
         try:
             frames = db.execute("DELETE FROM frames WHERE id <= ? AND received < ?", (processed, cutoff)).rowcount
-            if routes:
-                placeholders = ",".join("?" * len(routes))
+            if sinks:
+                placeholders = ",".join("?" * len(sinks))
                 known = db.execute(
-                    f"SELECT count(*), coalesce(min(last_id), 0) FROM cursors WHERE route IN ({placeholders})", list(routes)
+                    f"SELECT count(*), coalesce(min(last_id), 0) FROM cursors WHERE route IN ({placeholders})", list(sinks)
                 ).fetchone()
-                delivered = known[1] if known[0] == len(routes) else 0
-                where = "frame_id <= ? AND frame_id * ? + count - 1 <= ?"
-                arguments: tuple = (delivered // ID_SPACE, ID_SPACE, delivered)
+                delivered = known[1] if known[0] == len(sinks) else 0
+                where, arguments = "first_id <= ? AND first_id + count - 1 <= ?", (delivered, delivered)
             else:
                 where, arguments = "received < ?", (cutoff,)
-            measurements = db.execute(f"SELECT coalesce(sum(count), 0) FROM measurements WHERE {where}", arguments).fetchone()[0]
-            db.execute(f"DELETE FROM measurements WHERE {where}", arguments)
+            measurements = db.execute(f"SELECT coalesce(sum(count), 0) FROM processed WHERE {where}", arguments).fetchone()[0]
+            db.execute(f"DELETE FROM processed WHERE {where}", arguments)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         self.held_measurements -= measurements
+        with self._recent_lock:  # memory holds no more than the database
+            gone = 0
+            for frame in self._recent:
+                if not (frame.last_id <= delivered if sinks else frame.received < cutoff):
+                    break
+                gone += 1
+            del self._recent[:gone], self._recent_first[:gone]
         return frames, measurements
 
     def checkpoint(self) -> None:
@@ -361,7 +408,7 @@ class Outbox:
         row = self._reader.execute("SELECT substr(raw, -8) FROM frames WHERE node = ? AND seq = ?", (node, seq)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def stats(self) -> dict:
+    def stats(self) -> OutboxStats:
         """Cheap figures for the gauges (counts from id ranges: ids are
         consecutive and pruning removes from the low end)."""
         db = self._reader
@@ -369,19 +416,36 @@ class Outbox:
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         processed = db.execute("SELECT frame_id FROM progress WHERE name = ?", (PROCESSING,)).fetchone()
-        return {
-            "frames": 0 if low_frame is None else self.last_frame_id - low_frame + 1,
-            "measurements": self.held_measurements,
-            "bytes": (pages - free) * self.page_size,
-            "processed": processed[0] if processed else 0,
-            "cursors": self.route_cursors(),
-        }
+        return OutboxStats(
+            frames=0 if low_frame is None else self.last_frame_id - low_frame + 1,
+            measurements=self.held_measurements,
+            bytes=(pages - free) * self.page_size,
+            max_bytes=self.max_bytes,
+            last_frame_id=self.last_frame_id,
+            processed_frame_id=processed[0] if processed else 0,
+            last_measurement_id=self.last_measurement_id,
+            cursors=self.cursors(),
+        )
 
-    def route_cursors(self) -> dict[str, int]:
+    def cursors(self) -> dict[str, int]:
         return dict(self._reader.execute("SELECT route, last_id FROM cursors").fetchall())
 
+    def lag(self, cursor: int) -> tuple[int, int]:
+        """(measurements, frames) processed after measurement id ``cursor``."""
+        measurements = max(0, self.last_measurement_id - cursor)
+        if not measurements:
+            return 0, 0
+        row = self._reader.execute(
+            "SELECT position, first_id + count - 1 FROM processed WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1",
+            (cursor,),
+        ).fetchone()
+        if row is None:  # before everything still held
+            first = self._reader.execute("SELECT min(position) FROM processed").fetchone()[0]
+            return measurements, 0 if first is None else self.last_position - first + 1
+        position, last_of_frame = row
+        return measurements, self.last_position - position + (1 if last_of_frame > cursor else 0)
+
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
         self._changed = asyncio.Event()
 
     def notify(self) -> None:
@@ -389,9 +453,8 @@ class Outbox:
         if self._changed is not None:
             self._changed.set()
 
-    # MeasurementSource
-
     async def wait_beyond(self, after_id: int, timeout: float | None = None) -> None:
+        """Return when a measurement with id > ``after_id`` exists (or on timeout)."""
         if self._changed is None:
             self.bind_loop(asyncio.get_running_loop())
         assert self._changed is not None
@@ -409,69 +472,61 @@ class Outbox:
             except TimeoutError:
                 return
 
-    def read(self, after_id: int, limit: int) -> list[Measurement]:
-        frames = self._reader.execute(
-            "SELECT frame_id, node, seq, kind, rows FROM measurements WHERE frame_id >= ? ORDER BY frame_id LIMIT ?",
-            (after_id // ID_SPACE, limit),
-        ).fetchall()
-        out: list[Measurement] = []
-        loads = marshal.loads
-        for frame_id, node, seq, kind, blob in frames:
-            base = frame_id * ID_SPACE
-            kind_name = KIND_NAMES[kind]
-            for index, (channel, time, value, unit, quality, reason) in enumerate(loads(blob)):
-                id_ = base + index
-                if id_ <= after_id:
-                    continue
-                if type(value) is bytes:
-                    value = value.hex()
-                out.append(Measurement(id_, node, seq, channel, time, value, unit, QUALITY_NAMES[quality], reason, kind_name))
-                if len(out) >= limit:
-                    return out
-        return out
-
-    def read_frames(self, after_id: int, max_frames: int) -> list[tuple[int, str, int, str, tuple]]:
-        """What ``read`` gives, a stored frame at a time and without a
-        ``Measurement`` per row: (first_id, node, seq, kind, rows) for up to
-        ``max_frames`` frames holding ids > ``after_id``; rows are the stored
-        (channel, time, value, unit, quality code, reason) tuples, ids
-        ``first_id``, ``first_id + 1``, ...  Routes use this when the source
-        offers it (routes/payload.py ``FrameBlock``)."""
-        start = after_id // ID_SPACE
+    def read_frames(self, after_id: int, max_frames: int) -> list[ProcessedFrame]:
+        """Up to ``max_frames`` processed frames holding measurement ids >
+        ``after_id``, oldest first; the first is cut at ``after_id`` when the
+        position falls inside it.  From memory when memory holds every frame
+        from there on, else from SQLite."""
         with self._recent_lock:
-            if self._recent_from is not None and start >= self._recent_from:
-                at = bisect_left(self._recent_ids, start)
-                frames = self._recent[at:at + max_frames]
+            if self._recent and self._recent_first[0] <= after_id + 1:
+                at = max(0, bisect_right(self._recent_first, after_id) - 1)  # the frame holding after_id, or the next
+                frames = self._recent[at:at + max_frames + 1]
+                if frames and frames[0].last_id <= after_id:
+                    del frames[0]
+                del frames[max_frames:]
             else:
                 frames = None
         if frames is None:
-            loads = marshal.loads
             frames = [
-                (frame_id, node, seq, kind, loads(blob))
-                for frame_id, node, seq, kind, blob in self._reader.execute(
-                    "SELECT frame_id, node, seq, kind, rows FROM measurements WHERE frame_id >= ? ORDER BY frame_id LIMIT ?",
-                    (start, max_frames),
+                unpack_frame(*row)
+                for row in self._reader.execute(
+                    "SELECT first_id, frame_id, node, seq, kind, received, columns FROM processed"
+                    " WHERE first_id >= coalesce((SELECT max(first_id) FROM processed WHERE first_id <= ?), 0)"
+                    " ORDER BY first_id LIMIT ?",
+                    (after_id, max_frames + 1),
                 )
             ]
-        out = []
-        for frame_id, node, seq, kind, rows in frames:
-            first = frame_id * ID_SPACE
-            if first <= after_id:  # the frame the read position falls in
-                skip = after_id - first + 1
-                if skip >= len(rows):
-                    continue
-                rows, first = rows[skip:], first + skip
-            out.append((first, node, seq, KIND_NAMES[kind], rows))
+            frames = [frame for frame in frames if frame.last_id > after_id][:max_frames]
+        if frames and frames[0].first_id <= after_id:
+            first = frames[0].after(after_id)
+            frames[0] = first  # type: ignore[assignment]  (never None: its last id is beyond after_id)
+        return frames
+
+    def read(self, after_id: int, limit: int) -> list[Measurement]:
+        """Up to ``limit`` measurements with id > ``after_id``, ascending (for
+        tools and tests; sinks read whole frames)."""
+        out: list[Measurement] = []
+        position = after_id
+        while len(out) < limit:
+            frames = self.read_frames(position, 64)
+            if not frames:
+                break
+            for frame in frames:
+                for measurement in frame.measurements():
+                    out.append(measurement)
+                    if len(out) >= limit:
+                        return out
+            position = frames[-1].last_id
         return out
 
-    def load_cursor(self, route: str) -> int:
+    def load_cursor(self, sink: str) -> int:
         with self._cursor_lock:
-            row = self._cursor_db.execute("SELECT last_id FROM cursors WHERE route = ?", (route,)).fetchone()
+            row = self._cursor_db.execute("SELECT last_id FROM cursors WHERE route = ?", (sink,)).fetchone()
         return row[0] if row else 0
 
-    def save_cursor(self, route: str, last_id: int) -> None:
+    def save_cursor(self, sink: str, last_id: int) -> None:
         with self._cursor_lock:
             self._cursor_db.execute(
                 "INSERT INTO cursors VALUES (?, ?) ON CONFLICT (route) DO UPDATE SET last_id = excluded.last_id",
-                (route, last_id),
+                (sink, last_id),
             )

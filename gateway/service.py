@@ -1,37 +1,45 @@
-"""The gateway service: builds the parts from the config and runs them until
-SIGTERM/SIGINT, then shuts down in order: stop ingest, finish the group commit
-and its ACKs, process what was committed, give routes a moment to deliver,
-close the outbox.  SIGHUP re-reads the key file (a newly commissioned node
-is known at once, without a restart)."""
+"""The gateway service: builds the stages from the config, wires them one
+way, and runs them until SIGTERM/SIGINT.
+
+    links -> Admission -> GroupCommit -> ProcessingStage -> outbox -> DeliveryLoop per sink
+
+Shutdown goes in the same order: links stop taking frames, the commit
+finishes its group and its ACKs, processing stores what was committed, the
+sinks get ``shutdown_grace`` seconds to deliver, the outbox closes.  SIGHUP
+re-reads the key file (a newly commissioned node is known at once)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
 
+from . import native, sinks
+from .acks import Acker
+from .admission import Admission
+from .backpressure import Backlog
 from .chains import warmup_seconds
+from .commit import GroupCommit
 from .config import GatewayConfig
+from .delivery import DeliveryLoop, Sink, make_loops, run_loops
 from .errors import GatewayError
 from .ingest import SerialLink, UdpLink
 from .keys import KeyStore
-from .latest import LatestValues
 from .metrics import GatewayMetrics
 from .outbox import Outbox
-from .pipeline import Pipeline
 from .processing import Processor
+from .processing_stage import ProcessingStage
+from .replay import ReplayBook
+from .writer import Writer
 
 log = logging.getLogger("smemet.gateway")
 
-try:  # the MQTT routes live in their own package
-    from .routes import run_routes
-except ImportError:  # pragma: no cover - a build without routes
-    run_routes = None
 try:
-    from .modbus import run_pollers, run_server
+    from .modbus import ModbusServerSink, run_pollers
 except ImportError:  # pragma: no cover - a build without Modbus
-    run_pollers = run_server = None
+    ModbusServerSink = run_pollers = None
 
 
 class Gateway:
@@ -43,61 +51,112 @@ class Gateway:
         self.keys = keys if keys is not None else KeyStore.load(config.keys_file)
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.outbox: Outbox | None = None
-        self.pipeline: Pipeline | None = None
+        self.writer: Writer | None = None
+        self.commit: GroupCommit | None = None
+        self.processing: ProcessingStage | None = None
+        self.admission: Admission | None = None
+        self.backlog = Backlog(config.backlog_frames, on_change=self._paused)
         self.udp: UdpLink | None = None
         self.serial: list[SerialLink] = []
+        self.sinks: list[Sink] = []
+        self.loops: list[DeliveryLoop] = []
         self.stopping = asyncio.Event()
-        self._routes_stop = asyncio.Event()
+        self._sinks_stop = asyncio.Event()
         self._modbus_stop = asyncio.Event()
         self._pollers: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
+        self._started_sinks: list[Sink] = []
         self._metrics_server = None
         self.started = False
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------ start
 
     async def start(self) -> None:
         config = self.config
-        self.outbox = Outbox(config.outbox.path, config.outbox.max_bytes)
-        self.outbox.bind_loop(asyncio.get_running_loop())
+        self.outbox = outbox = Outbox(config.outbox.path, config.outbox.max_bytes)
+        outbox.bind_loop(asyncio.get_running_loop())
         self.metrics.outbox_max_bytes.set(config.outbox.max_bytes)
+        self.writer = Writer()
+        book = ReplayBook(outbox.load_windows(), outbox.frame_tag)
+        acker = Acker(self.keys.get, on_sent=self._count_acks())
         processor = Processor(config.steps_for, config.unit_for, warmup_s=warmup_seconds(config.channels))
-        server = config.modbus.server if config.modbus is not None else None
-        self.latest = LatestValues(c.key for c in server.channels) if server is not None and server.enabled else LatestValues(())
-        self.pipeline = Pipeline(self.outbox, self.keys.get, processor, self.metrics, config.outbox, latest=self.latest)
+        self.processing = ProcessingStage(outbox, self.writer, processor, self.metrics, config.outbox, self.backlog)
+        self.commit = GroupCommit(outbox, self.writer, book, acker, self.metrics, config.outbox, self.backlog,
+                                  self.processing.submit)
+        self.admission = Admission(book, self.commit, self.keys.get, acker, self.metrics)
         for serial in config.serial:  # a missing port is a start error; check before binding anything
-            link = SerialLink(self.pipeline.handle, serial.device, serial.baud, serial.retry,
+            link = SerialLink(self.admission.handle, serial.device, serial.baud, serial.retry,
                               on_state=self.metrics.serial_port_up.labels(serial.device).set,
                               on_malformed=self.metrics.frames_rejected.labels("malformed").inc)
             link.open()
             self.serial.append(link)
+            self.backlog.register(link)
         if config.metrics.port:
             self._metrics_server = self.metrics.serve(config.metrics.bind, config.metrics.port)
-        await self.pipeline.start()
+        await self.processing.start()
+        await self.commit.start()
+        self.sinks = self._build_sinks()
+        for sink in self.sinks:  # listening servers: a port in use is a start error
+            await sink.start()
+            self._started_sinks.append(sink)
         if config.udp is not None:
-            self.udp = await UdpLink.open(self.pipeline.handle, config.udp.bind, config.udp.port)
-        if config.routes:
-            if run_routes is None:
-                raise RuntimeError("routes configured but smemet.gateway.routes is not installed")
-            self._tasks.append(asyncio.create_task(
-                run_routes(config.routes, self.outbox, self._routes_stop, self.metrics.registry), name="routes"))
-        if config.modbus is not None:
+            self.udp = await UdpLink.open(self.admission.handle, config.udp.bind, config.udp.port)
+            self.backlog.register(self.udp)
+        self.loops = make_loops(self.sinks, outbox, self.metrics.registry)
+        if self.loops:
+            self._tasks.append(asyncio.create_task(run_loops(self.loops, self._sinks_stop), name="sinks"))
+        if config.modbus is not None and config.modbus.devices:
             if run_pollers is None:
                 raise RuntimeError("[modbus] configured but smemet.gateway.modbus is not installed")
             self._pollers = asyncio.create_task(
-                run_pollers(config.modbus, self.pipeline, self._modbus_stop, self.metrics.registry), name="modbus pollers")
-            if config.modbus.server is not None and config.modbus.server.enabled:
-                server = asyncio.create_task(run_server(config.modbus, self.latest.get, self._modbus_stop), name="modbus server")
-                self._tasks.append(server)
-                await asyncio.wait({server}, timeout=0.5)  # a port in use fails at once: a start error
-                if server.done() and server.exception() is not None:
-                    raise server.exception()
+                run_pollers(config.modbus, self.commit, self._modbus_stop, self.metrics.registry), name="modbus pollers")
         self._tasks.append(asyncio.create_task(self._maintain(), name="outbox maintenance"))
+        # Long-lived objects made at start (configuration, modules, chains)
+        # need no more cyclic-GC passes: freezing them keeps each collection
+        # to what the data path allocates since.
+        gc.collect()
+        gc.freeze()
         self.started = True
         log.info(
             "gateway started",
             extra={"id": config.gateway_id, "nodes": len(self.keys), "udp": _udp_text(self.udp),
-                   "serial": ",".join(s.device for s in config.serial) or "-", "routes": len(config.routes),
-                   "outbox": config.outbox.path, "kernels": _kernel_implementation()},
+                   "serial": ",".join(s.device for s in config.serial) or "-",
+                   "sinks": ",".join(f"{s.kind}:{s.name}" for s in self.sinks) or "-",
+                   "outbox": config.outbox.path, "native": native.implementation()},
         )
+
+    def _build_sinks(self) -> list[Sink]:
+        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry)
+        built: list[Sink] = []
+        for kind in sinks.kinds():
+            section = self.config.sinks.get(kind.SECTION)
+            if section:
+                built.extend(kind.sinks(section, context))
+        modbus = self.config.modbus
+        if modbus is not None and modbus.server is not None and modbus.server.enabled:
+            if ModbusServerSink is None:
+                raise RuntimeError("[modbus.server] configured but smemet.gateway.modbus is not installed")
+            built.append(ModbusServerSink(modbus.server))
+        return built
+
+    def _count_acks(self):
+        children = {}
+
+        def count(status: int, frames: int) -> None:
+            child = children.get(status)
+            if child is None:
+                child = children[status] = self.metrics.acks_sent.labels("ok" if status == 0 else "full")
+            child.inc(frames)
+
+        return count
+
+    def _paused(self, paused: bool) -> None:
+        self.metrics.ingest_paused.set(1 if paused else 0)
+        if paused:
+            self.metrics.ingest_pauses.inc()
+            log.info("ingest paused: the commit/processing backlog reached its bound (nodes keep their frames)",
+                     extra={"frames": self.backlog.frames, "bound": self.backlog.high})
 
     def reload_keys(self) -> None:
         """Re-read the key file (SIGHUP), e.g. after ``smemet commission`` or
@@ -112,8 +171,10 @@ class Gateway:
         after = set(self.keys.nodes())
         log.info("keys reloaded", extra={"nodes": len(after), "added": len(after - before), "removed": len(before - after)})
 
+    # ------------------------------------------------------------ stop
+
     async def stop(self) -> None:
-        """Stop ingest, drain the pipeline, let routes deliver, close."""
+        """Stop ingest, drain the stages, let sinks deliver, close."""
         if self.started:
             log.info("gateway stopping")
         links = ([self.udp] if self.udp is not None else []) + self.serial
@@ -125,53 +186,65 @@ class Gateway:
                 await asyncio.wait_for(self._pollers, 10.0)
             except (TimeoutError, Exception):  # noqa: BLE001 - shutdown goes on
                 log.exception("modbus pollers did not stop cleanly")
-        if self.pipeline is not None:
-            await self.pipeline.drain()
+        if self.commit is not None:
+            await self.commit.drain()
+        if self.processing is not None:
+            await self.processing.drain()
         for link in links:
             link.close()
-        if self.config.routes and self.outbox is not None:
-            await self._wait_routes_delivered(self.config.shutdown_grace)
-        self._routes_stop.set()
+        if self.loops and self.outbox is not None:
+            await self._wait_sinks_delivered(self.config.shutdown_grace)
+        self._sinks_stop.set()
         for task in self._tasks:
-            if task.get_name() not in ("routes", "modbus server"):
+            if task.get_name() != "sinks":
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sink in self._started_sinks:
+            try:
+                await sink.stop()
+            except Exception:  # noqa: BLE001 - shutdown goes on
+                log.exception("sink %s did not stop cleanly", sink.name)
+        if self.writer is not None:
+            self.writer.shutdown()
         if self._metrics_server is not None:
             server, _thread = self._metrics_server
             server.shutdown()
             server.server_close()
         if self.outbox is not None:
             self.outbox.close()
+        gc.unfreeze()
         if self.started:
             log.info("gateway stopped")
 
-    async def _wait_routes_delivered(self, grace: float) -> None:
+    async def _wait_sinks_delivered(self, grace: float) -> None:
         assert self.outbox is not None
         deadline = time.monotonic() + grace
-        names = [route.name for route in self.config.routes]
         while time.monotonic() < deadline:
-            cursors = self.outbox.route_cursors()
-            if all(cursors.get(name, 0) >= self.outbox.last_measurement_id for name in names):
+            last = self.outbox.last_measurement_id
+            if all(loop.state.cursor >= last for loop in self.loops):
                 return
             await asyncio.sleep(0.05)
 
+    # ------------------------------------------------------------ maintenance
+
     async def _maintain(self) -> None:
-        """Prune, checkpoint and refresh the outbox gauges; while the outbox
-        is full, look every second for freed space."""
-        assert self.outbox is not None and self.pipeline is not None
-        outbox, pipeline, config = self.outbox, self.pipeline, self.config.outbox
-        routes = [route.name for route in self.config.routes]
+        """Prune, checkpoint and refresh the gauges; while the outbox is full,
+        look every second for freed space."""
+        assert self.outbox is not None and self.writer is not None and self.commit is not None
+        outbox, writer, commit, config = self.outbox, self.writer, self.commit, self.config.outbox
+        durable = [sink.name for sink in self.sinks if sink.durable]
         last_prune = 0.0
         while True:
             now = time.monotonic()
             try:
-                if now - last_prune >= config.prune_interval or pipeline.full:
+                if now - last_prune >= config.prune_interval or commit.full:
                     last_prune = now
-                    frames, measurements = await pipeline.run_in_writer(outbox.prune, time.time(), config.audit_retention, routes)
+                    frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention, durable)
                     if frames or measurements:
-                        await pipeline.run_in_writer(outbox.checkpoint)
+                        await writer.run(outbox.checkpoint)
                         log.debug("pruned", extra={"frames": frames, "measurements": measurements})
-                    pipeline._set_full(await pipeline.run_in_writer(outbox.is_full))  # noqa: SLF001
+                    if commit.full:
+                        commit.set_full(await writer.run(outbox.is_full), commit.full_reason)
                 self._update_gauges()
             except RuntimeError:  # the writer is shut down: we are stopping
                 return
@@ -181,15 +254,16 @@ class Gateway:
 
     def _update_gauges(self) -> None:
         assert self.outbox is not None
-        outbox, m = self.outbox, self.metrics
-        stats = outbox.stats()
-        m.outbox_frames.set(stats["frames"])
-        m.outbox_measurements.set(stats["measurements"])
-        m.outbox_bytes.set(stats["bytes"])
-        m.processing_lag.set(max(0, outbox.last_frame_id - stats["processed"]))
-        cursors = stats["cursors"]
-        for route in self.config.routes:
-            m.route_lag.labels(route.name).set(max(0, outbox.last_measurement_id - cursors.get(route.name, 0)))
+        stats, m = self.outbox.stats(), self.metrics
+        m.outbox_frames.set(stats.frames)
+        m.outbox_measurements.set(stats.measurements)
+        m.outbox_bytes.set(stats.bytes)
+        m.processing_lag.set(max(0, stats.last_frame_id - stats.processed_frame_id))
+        m.backlog_frames.set(self.backlog.frames)
+        if self.udp is not None:
+            drops = self.udp.kernel_drops()
+            if drops is not None:
+                m.udp_receive_drops.set(drops)
 
 
 def _udp_text(udp: UdpLink | None) -> str:
@@ -197,12 +271,6 @@ def _udp_text(udp: UdpLink | None) -> str:
         return "off"
     host, port = udp.address[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _kernel_implementation() -> str:
-    from . import kernels
-
-    return kernels.IMPLEMENTATION
 
 
 async def run(config: GatewayConfig, ready=None) -> None:

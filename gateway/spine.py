@@ -15,7 +15,7 @@
 * ``Measurement`` -- one row of a processed frame, for code that wants a
   record at a time (``ProcessedFrame.measurement(i)``).
 
-Quality is a code, ordered by severity (``kernels.codes``: 0 good,
+Quality is a code, ordered by severity (``quality.py``: 0 good,
 1 uncertain, 2 bad); ``QUALITY_NAMES`` gives the names integrators see.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from smemet.protocol.messages import CT_SENML
 
-from .kernels.codes import BAD, GOOD, QUALITY_NAMES, UNCERTAIN
+from .quality import BAD, GOOD, QUALITY_NAMES, UNCERTAIN
 
 QUALITY_GOOD, QUALITY_UNCERTAIN, QUALITY_BAD = QUALITY_NAMES
 QUALITY_CODES = {name: code for code, name in enumerate(QUALITY_NAMES)}

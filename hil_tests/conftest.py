@@ -8,7 +8,7 @@
   plus one step of margin, reported in the summary (``SMEMET_HIL_HEAP``
   forces a value).
 * ``bench`` — a Bench (hil_bench.py) per test, closed at the end.
-* ``make_broker`` — real Mosquitto brokers (gateway/testing/broker.py).
+* ``make_broker`` — real Mosquitto brokers (hil_tests/harness/broker.py).
 
 Soak tests carry ``@pytest.mark.soak`` and run only with ``-m soak`` or
 ``SMEMET_SOAK=1`` (docs/hil.md).
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from hil_bench import SUMMARY, Bench  # noqa: E402
 
-from smemet.gateway.testing.broker import make_broker  # noqa: E402,F401 - the broker fixture, shared
+from hil_tests.harness.broker import make_broker  # noqa: E402,F401 - the broker fixture, shared
 from smemet.simnode import SimNode, build_image  # noqa: E402
 
 HEAP_LADDER = ("64K", "96K", "128K", "160K", "192K", "256K", "384K", "512K")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from smemet.gateway.testing.processes import stop_gracefully
+from smemet.processes import stop_gracefully
 
 HOST = "127.0.0.1"
 

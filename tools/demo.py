@@ -309,23 +309,17 @@ class Demo:
     def _accepted(self) -> dict[tuple[str, int], int]:
         """Records per data frame the gateway stored (its outbox keeps the raw
         frames for the audit retention)."""
-        import sqlite3
-
-        from smemet.gateway.pipeline import redecode
+        from smemet.gateway.outbox_view import OutboxView
 
         if self.gateway is None or self.gateway.outbox is None:
             return {}
-        db = sqlite3.connect(f"file:{self.gateway.outbox.path}?mode=ro", uri=True, timeout=5)
+        view = OutboxView.open(self.gateway.outbox.path)
+        if view is None:
+            return {}
         try:
-            rows = db.execute("SELECT node, seq, raw, received FROM frames WHERE content_type = 112").fetchall()
+            return {(node, seq): records for node, seq, records in view.data_frames()}
         finally:
-            db.close()
-        out = {}
-        for node, seq, raw, received in rows:
-            opened = redecode(bytes(raw), received)
-            if opened is not None:
-                out[node, seq] = len(opened.names)
-        return out
+            view.close()
 
     async def _shutdown(self, subscriber: asyncio.Task | None) -> None:
         if self.fleet is not None:

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from smemet.gateway.testing.processes import stop_gracefully
+from smemet.processes import stop_gracefully
 
 from .gateway_toml import write_gateway_config
 

@@ -10,7 +10,6 @@ write, mode 0600).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 
 from .errors import UserError
 
-CT_STATUS = 65001  # content type of a node's status (health) frame
 LAST_SEEN = "smemet_gateway_node_last_seen_timestamp_seconds"
 STORE_DEPTH = "smemet_gateway_node_store_depth"
 REJECTED = "smemet_gateway_frames_rejected_total"
@@ -140,56 +138,12 @@ def scrape(url: str, timeout: float = 3.0) -> Metrics:
 # ---------------------------------------------------------------- outbox
 
 
-def _open_outbox(path: str) -> sqlite3.Connection | None:
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-        db.execute("SELECT 1 FROM frames LIMIT 1")
-        return db
-    except sqlite3.Error:
-        return None
+def outbox_view(path: str | None):
+    """The gateway's read-only outbox view (smemet.gateway.outbox_view), or
+    None when there is no readable outbox at ``path``."""
+    from smemet.gateway.outbox_view import OutboxView
 
-
-def outbox_view(path: str | None) -> OutboxView | None:
-    if not path:
-        return None
-    db = _open_outbox(path)
-    return OutboxView(db) if db is not None else None
-
-
-class OutboxView:
-    """Read-only queries on the outbox while the gateway runs (WAL)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def last_frame(self, node: str) -> float | None:
-        """Arrival time of the node's newest stored frame."""
-        row = self.db.execute("SELECT received FROM frames WHERE node = ? ORDER BY seq DESC LIMIT 1", (node,)).fetchone()
-        return row[0] if row else None
-
-    def frames_since(self, node: str, since: float) -> int:
-        return self.db.execute("SELECT count(*) FROM frames WHERE node = ? AND received >= ?", (node, since)).fetchone()[0]
-
-    def latest_status(self, node: str) -> dict:
-        """The records of the node's newest status frame: fw, store_depth,
-        uptime, reset_cause, heap_free, ... (empty when none is stored)."""
-        from smemet.gateway.pipeline import redecode
-
-        row = self.db.execute(
-            "SELECT raw, received FROM frames WHERE node = ? AND content_type = ? ORDER BY seq DESC LIMIT 1",
-            (node, CT_STATUS),
-        ).fetchone()
-        if row is None:
-            return {}
-        opened = redecode(bytes(row[0]), row[1])
-        if opened is None:
-            return {}
-        status = dict(zip(opened.names, opened.values))
-        status["_received"] = row[1]
-        return status
-
-    def close(self) -> None:
-        self.db.close()
+    return OutboxView.open(path)
 
 
 def age_text(then: float | None, now: float | None = None) -> str:

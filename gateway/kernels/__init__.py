@@ -1,17 +1,16 @@
 """Processing kernels: the compiled module (``_kernels``, Cython) or its
-pure-Python reference twin (``pure``), behind one set of names.
+pure-Python reference twin (``pure``), behind one set of names; both also
+hold the batch runner (``process_frames``) that ``Processor`` uses.
 
-The compiled module is used unless the environment sets
-``SMEMET_PUREPYTHON=1`` or it was not built; in the latter case a warning is
-logged (not ``warnings.warn``: a missing compiler is an operator's concern, and
-tests run with warnings as errors).  ``IMPLEMENTATION`` says which is active.
+Which one runs is chosen once per process by ``native.py``
+(``SMEMET_PUREPYTHON=1`` forces the pure twin; a missing build falls back to
+it with a warning).  ``IMPLEMENTATION`` says which is active.
 """
 
-import logging
-import os
 from types import ModuleType
 
-from . import codes, pure
+from .. import native
+from .. import quality as codes
 
 KERNEL_NAMES = (
     "FlagNonFinite",
@@ -29,32 +28,19 @@ KERNEL_NAMES = (
     "emf_to_celsius",
 )
 
-_log = logging.getLogger(__name__)
+
+def load(name: str | None = None) -> ModuleType:
+    """The implementation called ``name`` ("cython" or "pure"); without a
+    name, the active one.  Raises ImportError if the Cython module was not
+    compiled."""
+    return native.load("smemet.gateway.kernels._kernels", "smemet.gateway.kernels.pure", name)
 
 
-def load(name: str) -> ModuleType:
-    """The implementation called ``name`` ("cython" or "pure").  Raises
-    ImportError if the Cython module was not compiled."""
-    if name == "pure":
-        return pure
-    if name == "cython":
-        from . import _kernels
-
-        return _kernels
-    raise ValueError(f"unknown kernel implementation {name!r}; valid: 'cython', 'pure'")
+def load_active() -> ModuleType:
+    return _active
 
 
-def _select() -> ModuleType:
-    if os.environ.get("SMEMET_PUREPYTHON") == "1":
-        return pure
-    try:
-        return load("cython")
-    except ImportError:
-        _log.warning("Cython kernels not compiled; using pure-Python path")
-        return pure
-
-
-_active = _select()
+_active = load()
 IMPLEMENTATION: str = _active.IMPLEMENTATION
 """``"cython"`` or ``"pure"``: the implementation behind the names below."""
 

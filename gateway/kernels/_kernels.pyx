@@ -12,7 +12,7 @@ cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport INFINITY, NAN, exp, expm1, fabs, floor, isfinite
 
-from . import codes as _codes
+from .. import quality as _codes
 from . import its90 as _its90
 from .pure import ALPHA_REUSE as _ALPHA_REUSE
 
@@ -54,6 +54,28 @@ cdef inline void lower_to(unsigned char* quality, unsigned char* reason, Py_ssiz
         reason[i] = new_reason
 
 
+# ---------------------------------------------------------------- the kernel base
+
+cdef class Kernel:
+    """Base of every compiled kernel.  ``run`` is the C entry the chain
+    runner calls (no Python, no GIL); ``process`` is the Python one: it checks
+    the buffers, then runs.  ``cj`` is the per-sample cold junction (°C) or
+    NULL; only the thermocouple reads it."""
+
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        return n
+
+    def process(self, double[::1] times, double[::1] values,
+                unsigned char[::1] quality, unsigned char[::1] reason):
+        cdef Py_ssize_t n = _length(times, values, quality, reason)
+        if n == 0:
+            return 0
+        with nogil:
+            n = self.run(&times[0], &values[0], &quality[0], &reason[0], NULL, n)
+        return n
+
+
 # ---------------------------------------------------------------- polynomials
 
 cdef enum:
@@ -89,47 +111,35 @@ cdef int _fill_poly(Poly* p, double lo, double hi, coefficients) except -1:
 
 # ---------------------------------------------------------------- simple kernels
 
-cdef class FlagNonFinite:
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* t = &times[0]
-        cdef double* v = &values[0]
-        cdef unsigned char* q = &quality[0]
-        cdef unsigned char* r = &reason[0]
-        with nogil:
-            for i in range(n):
-                if q[i] != BAD and not (isfinite(v[i]) and isfinite(t[i])):
-                    q[i] = BAD
-                    r[i] = R_NOT_FINITE
+cdef class FlagNonFinite(Kernel):
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
+        for i in range(n):
+            if q[i] != BAD and not (isfinite(v[i]) and isfinite(t[i])):
+                q[i] = BAD
+                r[i] = R_NOT_FINITE
         return n
 
 
-cdef class Linear:
+cdef class Linear(Kernel):
     cdef readonly double gain, offset
 
     def __init__(self, gain, offset):
         self.gain = gain
         self.offset = offset
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* v = &values[0]
-        cdef unsigned char* q = &quality[0]
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
         cdef double gain = self.gain, offset = self.offset
-        with nogil:
-            for i in range(n):
-                if q[i] != BAD:
-                    v[i] = v[i] * gain + offset
+        for i in range(n):
+            if q[i] != BAD:
+                v[i] = v[i] * gain + offset
         return n
 
 
-cdef class Polynomial:
+cdef class Polynomial(Kernel):
     cdef Poly poly
     cdef readonly tuple coefficients
 
@@ -139,17 +149,12 @@ cdef class Polynomial:
             raise ValueError("a polynomial needs at least one coefficient")
         _fill_poly(&self.poly, -INFINITY, INFINITY, self.coefficients)
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* v = &values[0]
-        cdef unsigned char* q = &quality[0]
-        with nogil:
-            for i in range(n):
-                if q[i] != BAD:
-                    v[i] = horner(&self.poly, v[i])
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
+        for i in range(n):
+            if q[i] != BAD:
+                v[i] = horner(&self.poly, v[i])
         return n
 
 
@@ -235,7 +240,7 @@ def emf_to_celsius(str tc_type, double emf):
     return celsius
 
 
-cdef class Thermocouple:
+cdef class Thermocouple(Kernel):
     cdef TcTable table
     cdef readonly str tc_type
     cdef readonly double cold_junction
@@ -250,93 +255,84 @@ cdef class Thermocouple:
     def process(self, double[::1] times, double[::1] values,
                 unsigned char[::1] quality, unsigned char[::1] reason,
                 double[::1] cold_junction=None):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
+        cdef Py_ssize_t n = _length(times, values, quality, reason)
         if cold_junction is not None and cold_junction.shape[0] != n:
             raise ValueError("cold_junction must have one temperature per sample")
         if n == 0:
             return 0
-        cdef double* v = &values[0]
-        cdef unsigned char* q = &quality[0]
-        cdef unsigned char* r = &reason[0]
         cdef const double* cj = &cold_junction[0] if cold_junction is not None else NULL
+        with nogil:
+            n = self.run(&times[0], &values[0], &quality[0], &reason[0], cj, n)
+        return n
+
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
         cdef double cj_celsius = self.cold_junction, cj_emf, celsius
         cdef const TcTable* table = &self.table
-        with nogil:
-            for i in range(n):
-                if q[i] == BAD:
-                    continue
-                if cj != NULL:
-                    cj_celsius = cj[i]
-                if not forward_emf(table, cj_celsius, &cj_emf):
-                    lower_to(q, r, i, BAD, R_CJ_OUT_OF_RANGE)
-                elif inverse_celsius(table, v[i] + cj_emf, &celsius):
-                    v[i] = celsius
-                else:
-                    lower_to(q, r, i, BAD, R_EMF_OUT_OF_RANGE)
+        for i in range(n):
+            if q[i] == BAD:
+                continue
+            if cj != NULL:
+                cj_celsius = cj[i]
+            if not forward_emf(table, cj_celsius, &cj_emf):
+                lower_to(q, r, i, BAD, R_CJ_OUT_OF_RANGE)
+            elif inverse_celsius(table, v[i] + cj_emf, &celsius):
+                v[i] = celsius
+            else:
+                lower_to(q, r, i, BAD, R_EMF_OUT_OF_RANGE)
         return n
 
 
 # ---------------------------------------------------------------- 4-20 mA
 
-cdef class CurrentLoop:
+cdef class CurrentLoop(Kernel):
     cdef readonly double lrv, urv
 
     def __init__(self, lrv, urv):
         self.lrv = lrv
         self.urv = urv
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* v = &values[0]
-        cdef unsigned char* q = &quality[0]
-        cdef unsigned char* r = &reason[0]
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
         cdef double scale = (self.urv - self.lrv) / 16.0, lrv = self.lrv, ma
-        with nogil:
-            for i in range(n):
-                if q[i] == BAD:
-                    continue
-                ma = v[i]
-                if ma <= 3.6:
-                    lower_to(q, r, i, BAD, R_WIRE_BREAK)
-                    continue
-                if ma >= 21.0:
-                    lower_to(q, r, i, BAD, R_SHORT_CIRCUIT)
-                    continue
-                if ma < 3.8:
-                    lower_to(q, r, i, UNCERTAIN, R_LOOP_FAULT_BAND_LOW)
-                elif ma < 4.0:
-                    lower_to(q, r, i, UNCERTAIN, R_LOOP_UNDER_RANGE)
-                elif ma > 20.5:
-                    lower_to(q, r, i, UNCERTAIN, R_LOOP_FAULT_BAND_HIGH)
-                elif ma > 20.0:
-                    lower_to(q, r, i, UNCERTAIN, R_LOOP_OVER_RANGE)
-                v[i] = lrv + (ma - 4.0) * scale
+        for i in range(n):
+            if q[i] == BAD:
+                continue
+            ma = v[i]
+            if ma <= 3.6:
+                lower_to(q, r, i, BAD, R_WIRE_BREAK)
+                continue
+            if ma >= 21.0:
+                lower_to(q, r, i, BAD, R_SHORT_CIRCUIT)
+                continue
+            if ma < 3.8:
+                lower_to(q, r, i, UNCERTAIN, R_LOOP_FAULT_BAND_LOW)
+            elif ma < 4.0:
+                lower_to(q, r, i, UNCERTAIN, R_LOOP_UNDER_RANGE)
+            elif ma > 20.5:
+                lower_to(q, r, i, UNCERTAIN, R_LOOP_FAULT_BAND_HIGH)
+            elif ma > 20.0:
+                lower_to(q, r, i, UNCERTAIN, R_LOOP_OVER_RANGE)
+            v[i] = lrv + (ma - 4.0) * scale
         return n
 
 
-cdef class RangeCheck:
+cdef class RangeCheck(Kernel):
     cdef readonly double minimum, maximum
 
     def __init__(self, minimum, maximum):
         self.minimum = minimum
         self.maximum = maximum
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* v = &values[0]
-        cdef unsigned char* q = &quality[0]
-        cdef unsigned char* r = &reason[0]
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
         cdef double lo = self.minimum, hi = self.maximum
-        with nogil:
-            for i in range(n):
-                if q[i] != BAD and not (lo <= v[i] <= hi):
-                    lower_to(q, r, i, BAD, R_OUT_OF_RANGE)
+        for i in range(n):
+            if q[i] != BAD and not (lo <= v[i] <= hi):
+                lower_to(q, r, i, BAD, R_OUT_OF_RANGE)
         return n
 
 
@@ -382,7 +378,7 @@ cdef inline double mad_of_sorted(const double* s, int n, double median) noexcept
 
 
 @cython.final
-cdef class Hampel:
+cdef class Hampel(Kernel):
     cdef readonly int window
     cdef readonly double threshold
     cdef double* ring      # raw values in arrival order (circular)
@@ -413,14 +409,9 @@ cdef class Hampel:
         start = (self.head - self.count) % self.window
         return [self.ring[(start + k) % self.window] for k in range(self.count)]
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* v = &values[0]
-        cdef unsigned char* q = &quality[0]
-        cdef unsigned char* r = &reason[0]
+    cdef Py_ssize_t run(self, double* t, double* v, unsigned char* q, unsigned char* r, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
         cdef double limit_scale = self.threshold * 1.4826, x, median, mad, spread
         # state in locals: the C compiler must otherwise reload it after every
         # store (Python builds with -fno-strict-aliasing)
@@ -432,52 +423,51 @@ cdef class Hampel:
         cdef int half = (w - 1) // 2, split = half // 2
         cdef int mid_left = half, mid_right = half + 1
         cdef bint quick = limit_scale >= 0.0 and mid_right + half - split < w
-        with nogil:
-            for i in range(n):
-                if q[i] == BAD:
+        for i in range(n):
+            if q[i] == BAD:
+                continue
+            x = v[i]
+            if count == w:
+                # the oldest value's slot in the sorted copy takes x, which
+                # then slides to its rank (a few places for a smooth signal)
+                j = lower_bound(s, w, ring[head])
+                while j + 1 < w and s[j + 1] < x:
+                    s[j] = s[j + 1]
+                    j += 1
+                while j > 0 and s[j - 1] > x:
+                    s[j] = s[j - 1]
+                    j -= 1
+                s[j] = x
+            else:
+                j = count
+                while j > 0 and s[j - 1] > x:
+                    s[j] = s[j - 1]
+                    j -= 1
+                s[j] = x
+                count += 1
+            ring[head] = x
+            head += 1
+            if head == w:
+                head = 0
+            if count < w:
+                continue
+            median = median_of_sorted(s, w)
+            # Most samples are no spike, and a cheap lower bound of the
+            # MAD proves it: the (w-1)//2-th smallest deviation is <= MAD,
+            # and is >= min(A[i], B[k - i]) for the deviations walking left
+            # (A) and right (B) of the middle.  Rounded multiplication is
+            # monotonic, so "not above scale * bound" implies "not above
+            # scale * MAD": the same decision as the full MAD, exactly.
+            # (Two comparisons rather than fmin: any NaN takes the full path.)
+            if quick:
+                spread = fabs(x - median)
+                if (spread <= limit_scale * (median - s[mid_left - split])
+                        and spread <= limit_scale * (s[mid_right + half - split] - median)):
                     continue
-                x = v[i]
-                if count == w:
-                    # the oldest value's slot in the sorted copy takes x, which
-                    # then slides to its rank (a few places for a smooth signal)
-                    j = lower_bound(s, w, ring[head])
-                    while j + 1 < w and s[j + 1] < x:
-                        s[j] = s[j + 1]
-                        j += 1
-                    while j > 0 and s[j - 1] > x:
-                        s[j] = s[j - 1]
-                        j -= 1
-                    s[j] = x
-                else:
-                    j = count
-                    while j > 0 and s[j - 1] > x:
-                        s[j] = s[j - 1]
-                        j -= 1
-                    s[j] = x
-                    count += 1
-                ring[head] = x
-                head += 1
-                if head == w:
-                    head = 0
-                if count < w:
-                    continue
-                median = median_of_sorted(s, w)
-                # Most samples are no spike, and a cheap lower bound of the
-                # MAD proves it: the (w-1)//2-th smallest deviation is <= MAD,
-                # and is >= min(A[i], B[k - i]) for the deviations walking left
-                # (A) and right (B) of the middle.  Rounded multiplication is
-                # monotonic, so "not above scale * bound" implies "not above
-                # scale * MAD": the same decision as the full MAD, exactly.
-                # (Two comparisons rather than fmin: any NaN takes the full path.)
-                if quick:
-                    spread = fabs(x - median)
-                    if (spread <= limit_scale * (median - s[mid_left - split])
-                            and spread <= limit_scale * (s[mid_right + half - split] - median)):
-                        continue
-                mad = mad_of_sorted(s, w, median)
-                if fabs(x - median) > limit_scale * mad:
-                    v[i] = median + 0.0  # -0.0 and 0.0 sort as equals: give the same zero as the pure twin
-                    lower_to(q, r, i, UNCERTAIN, R_SPIKE_REPLACED)
+            mad = mad_of_sorted(s, w, median)
+            if fabs(x - median) > limit_scale * mad:
+                v[i] = median + 0.0  # -0.0 and 0.0 sort as equals: give the same zero as the pure twin
+                lower_to(q, r, i, UNCERTAIN, R_SPIKE_REPLACED)
         self.count = count
         self.head = head
         return n
@@ -485,7 +475,7 @@ cdef class Hampel:
 
 # ---------------------------------------------------------------- deadband
 
-cdef class Deadband:
+cdef class Deadband(Kernel):
     cdef readonly double absolute, percent, max_silence
     cdef readonly bint started
     cdef readonly double last_value, last_time
@@ -501,46 +491,39 @@ cdef class Deadband:
         self.last_quality = 0
         self.last_reason = 0
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i, kept = 0
-        if n == 0:
-            return 0
-        cdef double* tp = &times[0]
-        cdef double* vp = &values[0]
-        cdef unsigned char* qp = &quality[0]
-        cdef unsigned char* rp = &reason[0]
+    cdef Py_ssize_t run(self, double* tp, double* vp, unsigned char* qp, unsigned char* rp, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i, kept = 0
         cdef double t, v, band, relative
         cdef unsigned char q, r
         cdef bint emit
-        with nogil:
-            for i in range(n):
-                t = tp[i]
-                v = vp[i]
-                q = qp[i]
-                r = rp[i]
-                emit = not self.started or q != self.last_quality or r != self.last_reason
-                if not emit and self.max_silence > 0.0 and t - self.last_time >= self.max_silence:
-                    emit = True
-                if not emit and q != BAD:
-                    band = self.absolute
-                    relative = self.percent * 0.01 * fabs(self.last_value)
-                    if relative > band:
-                        band = relative
-                    emit = fabs(v - self.last_value) > band
-                if not emit:
-                    continue
-                if q != BAD:
-                    self.last_value = v
-                self.started = True
-                self.last_time = t
-                self.last_quality = q
-                self.last_reason = r
-                tp[kept] = t
-                vp[kept] = v
-                qp[kept] = q
-                rp[kept] = r
-                kept += 1
+        for i in range(n):
+            t = tp[i]
+            v = vp[i]
+            q = qp[i]
+            r = rp[i]
+            emit = not self.started or q != self.last_quality or r != self.last_reason
+            if not emit and self.max_silence > 0.0 and t - self.last_time >= self.max_silence:
+                emit = True
+            if not emit and q != BAD:
+                band = self.absolute
+                relative = self.percent * 0.01 * fabs(self.last_value)
+                if relative > band:
+                    band = relative
+                emit = fabs(v - self.last_value) > band
+            if not emit:
+                continue
+            if q != BAD:
+                self.last_value = v
+            self.started = True
+            self.last_time = t
+            self.last_quality = q
+            self.last_reason = r
+            tp[kept] = t
+            vp[kept] = v
+            qp[kept] = q
+            rp[kept] = r
+            kept += 1
         return kept
 
 
@@ -548,7 +531,7 @@ cdef class Deadband:
 
 cdef double ALPHA_REUSE = _ALPHA_REUSE
 
-cdef class Ema:
+cdef class Ema(Kernel):
     cdef readonly double alpha, time_constant
     cdef readonly bint started
     cdef readonly double y, last_time, alpha_dt, cached_alpha
@@ -562,39 +545,33 @@ cdef class Ema:
         self.alpha_dt = -1.0
         self.cached_alpha = 0.0
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* tp = &times[0]
-        cdef double* vp = &values[0]
-        cdef unsigned char* qp = &quality[0]
+    cdef Py_ssize_t run(self, double* tp, double* vp, unsigned char* qp, unsigned char* rp, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
         cdef double t, dt, alpha = self.alpha, tau = self.time_constant
         cdef double y = self.y, last_time = self.last_time
         cdef double alpha_dt = self.alpha_dt, cached_alpha = self.cached_alpha
         cdef bint started = self.started
-        with nogil:
-            for i in range(n):
-                if qp[i] == BAD:
-                    continue
-                t = tp[i]
-                if not started:
-                    started = True
-                    y = vp[i]
-                else:
-                    if tau > 0.0:
-                        dt = t - last_time
-                        if dt <= 0.0:
-                            alpha = 0.0
-                        else:
-                            if fabs(dt - alpha_dt) > ALPHA_REUSE * alpha_dt:
-                                alpha_dt = dt
-                                cached_alpha = -expm1(-dt / tau)
-                            alpha = cached_alpha
-                    y = y + alpha * (vp[i] - y)
-                last_time = t
-                vp[i] = y
+        for i in range(n):
+            if qp[i] == BAD:
+                continue
+            t = tp[i]
+            if not started:
+                started = True
+                y = vp[i]
+            else:
+                if tau > 0.0:
+                    dt = t - last_time
+                    if dt <= 0.0:
+                        alpha = 0.0
+                    else:
+                        if fabs(dt - alpha_dt) > ALPHA_REUSE * alpha_dt:
+                            alpha_dt = dt
+                            cached_alpha = -expm1(-dt / tau)
+                        alpha = cached_alpha
+                y = y + alpha * (vp[i] - y)
+            last_time = t
+            vp[i] = y
         self.y = y
         self.last_time = last_time
         self.started = started
@@ -605,7 +582,7 @@ cdef class Ema:
 
 # ---------------------------------------------------------------- rate of change
 
-cdef class RateLimit:
+cdef class RateLimit(Kernel):
     cdef readonly double max_rate
     cdef readonly unsigned char flag_quality
     cdef readonly bint started
@@ -618,31 +595,24 @@ cdef class RateLimit:
         self.ref_time = 0.0
         self.ref_value = 0.0
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i
-        if n == 0:
-            return 0
-        cdef double* tp = &times[0]
-        cdef double* vp = &values[0]
-        cdef unsigned char* qp = &quality[0]
-        cdef unsigned char* rp = &reason[0]
+    cdef Py_ssize_t run(self, double* tp, double* vp, unsigned char* qp, unsigned char* rp, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
         cdef double t, v, max_rate = self.max_rate
         cdef double ref_time = self.ref_time, ref_value = self.ref_value
         cdef bint started = self.started
         cdef unsigned char flag = self.flag_quality
-        with nogil:
-            for i in range(n):
-                if qp[i] == BAD:
-                    continue
-                t = tp[i]
-                v = vp[i]
-                if started and fabs(v - ref_value) > max_rate * (t - ref_time):
-                    lower_to(qp, rp, i, flag, R_RATE_OF_CHANGE)
-                    continue
-                started = True
-                ref_time = t
-                ref_value = v
+        for i in range(n):
+            if qp[i] == BAD:
+                continue
+            t = tp[i]
+            v = vp[i]
+            if started and fabs(v - ref_value) > max_rate * (t - ref_time):
+                lower_to(qp, rp, i, flag, R_RATE_OF_CHANGE)
+                continue
+            started = True
+            ref_time = t
+            ref_value = v
         self.started = started
         self.ref_time = ref_time
         self.ref_value = ref_value
@@ -655,7 +625,7 @@ AGGREGATE_FUNCTIONS = ("min", "max", "mean", "count")
 
 
 @cython.final
-cdef class Aggregate:
+cdef class Aggregate(Kernel):
     cdef readonly double period
     cdef readonly int function
     cdef readonly long long dropped
@@ -702,45 +672,43 @@ cdef class Aggregate:
             q[0] = GOOD
             r[0] = R_NONE
 
-    def process(self, double[::1] times, double[::1] values,
-                unsigned char[::1] quality, unsigned char[::1] reason):
-        cdef Py_ssize_t n = _length(times, values, quality, reason), i, kept = 0
-        if n == 0:
-            return 0
-        cdef double* tp = &times[0]
-        cdef double* vp = &values[0]
-        cdef unsigned char* qp = &quality[0]
-        cdef unsigned char* rp = &reason[0]
+    cdef Py_ssize_t run(self, double* tp, double* vp, unsigned char* qp, unsigned char* rp, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i, kept = 0
         cdef double t, v, index, period = self.period
         cdef unsigned char q
-        with nogil:
-            for i in range(n):
-                t = tp[i]
-                v = vp[i]
-                q = qp[i]
-                index = t / period
-                if not isfinite(index):
-                    self.dropped += 1
-                    continue
-                index = floor(index)
-                if self.open and index < self.index:
-                    self.dropped += 1
-                    continue
-                if self.open and index > self.index:
-                    self._result(&vp[kept], &qp[kept], &rp[kept])
-                    tp[kept] = self.index * period
-                    kept += 1
-                    self._reset()
-                self.open = True
-                self.index = index
-                if q == BAD:
-                    continue
-                self.count += 1
-                self.total += v
-                if v < self.low:
-                    self.low = v
-                if v > self.high:
-                    self.high = v
-                if q == UNCERTAIN:
-                    self.uncertain += 1
+        for i in range(n):
+            t = tp[i]
+            v = vp[i]
+            q = qp[i]
+            index = t / period
+            if not isfinite(index):
+                self.dropped += 1
+                continue
+            index = floor(index)
+            if self.open and index < self.index:
+                self.dropped += 1
+                continue
+            if self.open and index > self.index:
+                self._result(&vp[kept], &qp[kept], &rp[kept])
+                tp[kept] = self.index * period
+                kept += 1
+                self._reset()
+            self.open = True
+            self.index = index
+            if q == BAD:
+                continue
+            self.count += 1
+            self.total += v
+            if v < self.low:
+                self.low = v
+            if v > self.high:
+                self.high = v
+            if q == UNCERTAIN:
+                self.uncertain += 1
         return kept
+
+
+# ---------------------------------------------------------------- batches of frames (Processor.process)
+
+include "_batch.pxi"

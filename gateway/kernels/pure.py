@@ -21,7 +21,9 @@ This module is the specification; the Cython twin must match it exactly.
 
 import math
 
-from . import codes, its90
+from .. import quality as codes
+from . import its90
+from .batch import origins, process_frames, run_chain  # noqa: F401 - the batch runner's twin
 
 _GOOD = codes.GOOD
 _UNCERTAIN = codes.UNCERTAIN

@@ -5,8 +5,10 @@
 * ``run_pollers(config, sink, stop, registry=None)`` polls Modbus TCP and RTU
   instruments and submits their readings as virtual nodes to a
   ``ReadingSink`` (``poller.py``, ``links.py``, ``codec.py``).
-* ``run_server(config, latest, stop)`` serves the latest cleaned values to
-  PLC/SCADA systems over Modbus TCP (``server.py``).
+* ``ModbusServerSink(spec)`` serves the latest cleaned values to PLC/SCADA
+  systems over Modbus TCP, fed by the delivery loop like every output;
+  ``run_server(config, latest, stop)`` serves a register map from any
+  ``latest`` look-up (``server.py``).
 
 Server register map, per channel ``i`` of ``[modbus.server] channels``, at
 ``base = 4 * i`` in both the input and the holding registers: float32 value
@@ -17,7 +19,7 @@ and a configuration example: docs/modbus.md.
 
 from .config import DeviceSpec, ModbusConfig, RegisterSpec, ServerChannel, ServerSpec, parse_modbus
 from .poller import run_pollers
-from .server import run_server
+from .server import ModbusServer, ModbusServerSink, run_server
 
 __all__ = [
     "DeviceSpec",
@@ -28,4 +30,6 @@ __all__ = [
     "parse_modbus",
     "run_pollers",
     "run_server",
+    "ModbusServer",
+    "ModbusServerSink",
 ]

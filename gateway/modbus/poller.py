@@ -25,17 +25,28 @@ import asyncio
 import logging
 import math
 import time
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from ..model import QUALITY_BAD, QUALITY_GOOD, Reading, ReadingSink
+from ..spine import QUALITY_BAD, QUALITY_GOOD, Reading
 from .codec import ReadBlock, decode, plan_reads
 from .config import DeviceSpec, ModbusConfig
 from .links import RETRYABLE, Link, ReadFailed
 from .metrics import PollerMetrics
 
 log = logging.getLogger(__name__)
+
+
+class ReadingSink(Protocol):
+    """Where pollers put their readings: the gateway's commit stage
+    (``GroupCommit.submit``), which stores them durably as frames of a
+    virtual node."""
+
+    async def submit(self, node: str, readings: Sequence[Reading]) -> int:
+        """Commit ``readings`` of virtual node ``node``; returns the sequence
+        number given to them.  Raises ``OutboxFull`` when storage is full
+        (the caller keeps them and retries)."""
 
 SUBMIT_BACKOFF_MIN = 0.05  # seconds; doubles up to SUBMIT_BACKOFF_MAX
 SUBMIT_BACKOFF_MAX = 5.0

@@ -42,8 +42,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from ..delivery import Selection
 from ..errors import ConfigError
-from ..model import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, Measurement
+from ..latest import LatestSink, LatestTable
+from ..spine import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN, Measurement
 from .codec import float32_words
 from .config import ModbusConfig, ServerSpec
 
@@ -145,6 +147,34 @@ def build_devices(register_map: RegisterMap) -> list[SimDevice]:
     return devices
 
 
+class ModbusServer:
+    """The pymodbus TCP server over a register map, started and stopped."""
+
+    def __init__(self, spec: ServerSpec, latest: Callable[[str], Measurement | None],
+                 on_write: Callable[[str, float], None] | None = None) -> None:
+        if not spec.read_only and on_write is None and any(c.writable for c in spec.channels):
+            log.warning("modbus server: writable channels configured but nothing consumes writes; refusing them")
+        self.spec = spec
+        self._server = ModbusTcpServer(build_devices(RegisterMap(spec, latest, on_write)), address=(spec.host, spec.port))
+
+    async def start(self) -> None:
+        """Listen; raises ConfigError when the port cannot be had."""
+        spec = self.spec
+        try:
+            await self._server.serve_forever(background=True)
+        except (RuntimeError, OSError) as exc:
+            raise ConfigError(
+                "modbus.server",
+                f"cannot listen on {spec.host}:{spec.port} ({exc}); is the port in use or the address not "
+                "on this machine? Change [modbus.server] host/port",
+            ) from None
+        log.info("modbus server: %d channels on %s:%d (unit %s, %s)", len(spec.channels), spec.host, spec.port,
+                 spec.unit or "any", "read-only" if spec.read_only else "writable channels accepted")
+
+    async def stop(self) -> None:
+        await self._server.shutdown()
+
+
 async def run_server(config: ModbusConfig, latest: Callable[[str], Measurement | None],
                      stop: asyncio.Event, *,
                      on_write: Callable[[str, float], None] | None = None) -> None:
@@ -153,21 +183,28 @@ async def run_server(config: ModbusConfig, latest: Callable[[str], Measurement |
     spec = config.server
     if spec is None or not spec.enabled:
         return
-    if not spec.read_only and on_write is None and any(c.writable for c in spec.channels):
-        log.warning("modbus server: writable channels configured but nothing consumes writes; refusing them")
-    register_map = RegisterMap(spec, latest, on_write)
-    server = ModbusTcpServer(build_devices(register_map), address=(spec.host, spec.port))
-    try:
-        await server.serve_forever(background=True)
-    except (RuntimeError, OSError) as exc:
-        raise ConfigError(
-            "modbus.server",
-            f"cannot listen on {spec.host}:{spec.port} ({exc}); is the port in use or the address not "
-            "on this machine? Change [modbus.server] host/port",
-        ) from None
-    log.info("modbus server: %d channels on %s:%d (unit %s, %s)", len(spec.channels), spec.host, spec.port,
-             spec.unit or "any", "read-only" if spec.read_only else "writable channels accepted")
+    server = ModbusServer(spec, latest, on_write)
+    await server.start()
     try:
         await stop.wait()
     finally:
-        await server.shutdown()
+        await server.stop()
+
+
+class ModbusServerSink(LatestSink):
+    """The server as a sink: the delivery loop keeps its channels' latest
+    values, the server answers PLCs from them."""
+
+    kind = "modbus-server"
+
+    def __init__(self, spec: ServerSpec) -> None:
+        keys = tuple(channel.key for channel in spec.channels)
+        super().__init__("modbus-server", LatestTable(keys), Selection(include=keys, kinds=("data", "status")))
+        self.description = f"modbus://{spec.host}:{spec.port}"
+        self._server = ModbusServer(spec, self.table.get)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._server.stop()

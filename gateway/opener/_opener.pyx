@@ -30,7 +30,7 @@ from smemet.protocol import messages as _messages
 from smemet.protocol import resolve as _resolve
 from smemet.protocol.errors import error as _error
 
-from ..kernels import codes as _codes
+from .. import quality as _codes
 from ..spine import OpenedFrame
 from .header import Header
 

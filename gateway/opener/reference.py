@@ -8,7 +8,7 @@ from __future__ import annotations
 from smemet.protocol import cbor, cose, gateway_side, messages, resolve
 from smemet.protocol.errors import error
 
-from ..kernels.codes import QUALITY_NAMES
+from ..quality import QUALITY_NAMES
 from ..spine import OpenedFrame
 from .header import Header
 

@@ -8,7 +8,7 @@ import pytest
 
 from smemet.gateway.cli import main
 from smemet.gateway.keys import KeyStore
-from smemet.gateway.testing.nodes import write_config
+from hil_tests.harness.nodes import write_config
 
 
 def run_cli(*args):

@@ -10,7 +10,6 @@ import os
 from collections import Counter
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import time
 import pytest
 
 from smemet.gateway.outbox import Outbox
-from smemet.gateway.testing.nodes import SimNode, free_udp_port, write_config
+from hil_tests.harness.nodes import SimNode, free_udp_port, write_config
 from smemet.protocol import cose
 
 NODES = [f"furnace-{i}" for i in range(6)]
@@ -150,25 +149,30 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path):
     log_text = (tmp_path / "gateway.log").read_text()
     assert "Traceback" not in log_text
 
-    db = sqlite3.connect(tmp_path / "outbox.sqlite")
-    frames = db.execute("SELECT node, seq FROM frames").fetchall()
-    assert len(frames) == len(set(frames))
-    assert set(frames) == fleet.acked  # every ACKed frame, and only frames that were ACKed at last
-    db.close()
     outbox = Outbox(str(tmp_path / "outbox.sqlite"), 1 << 30)
     try:
+        frames = [(f.node, f.seq) for f in outbox.frames_after(0, 10**9)]
         measurements = outbox.read(0, 10**9)
+        processed_to, last_frame = outbox.processing_cursor(), outbox.last_frame_id
     finally:
         outbox.close()
+    assert len(frames) == len(set(frames))
+    assert set(frames) == fleet.acked  # every ACKed frame, and only frames that were ACKed at last
     per_frame = Counter(f"{m.node}/{m.seq}" for m in measurements)
     assert per_frame == {f"{node}/{seq}": SAMPLES for node, seq in fleet.acked}
     identities = Counter((m.node, m.seq, m.channel, m.time) for m in measurements)
     assert max(identities.values()) == 1
     assert len({m.id for m in measurements}) == len(measurements)
-    db = sqlite3.connect(tmp_path / "outbox.sqlite")
-    cursor = db.execute("SELECT frame_id FROM progress").fetchone()[0]
-    assert cursor == db.execute("SELECT max(id) FROM frames").fetchone()[0]
-    db.close()
+    assert [m.id for m in measurements] == list(range(1, len(measurements) + 1))  # consecutive, none skipped
+    assert processed_to == last_frame == max(f.id for f in outbox_frames(tmp_path))  # everything processed
+
+
+def outbox_frames(tmp_path):
+    outbox = Outbox(str(tmp_path / "outbox.sqlite"), 1 << 30)
+    try:
+        return outbox.frames_after(0, 10**9)
+    finally:
+        outbox.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -7,8 +7,8 @@ removes)."""
 import time
 from collections import Counter
 
-from smemet.gateway.testing.broker import MosquittoBroker
-from smemet.gateway.testing.nodes import free_udp_port, write_config
+from hil_tests.harness.broker import MosquittoBroker
+from hil_tests.harness.nodes import free_udp_port, write_config
 
 from .test_crash import NODES, SAMPLES, Fleet, Gateway
 

@@ -10,7 +10,7 @@ import pytest
 from smemet.gateway.config import load_config
 from smemet.gateway.errors import IngestError
 from smemet.gateway.service import Gateway
-from smemet.gateway.testing.nodes import SimNode, write_config
+from hil_tests.harness.nodes import SimNode, write_config
 from smemet.protocol import cobs, gateway_side
 
 from .test_service import UdpClient, sample  # noqa: F401 - shared helpers

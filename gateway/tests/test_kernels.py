@@ -10,7 +10,7 @@ from array import array
 import pytest
 
 from smemet.gateway import kernels
-from smemet.gateway.kernels import codes
+from smemet.gateway import quality as codes
 
 G, U, B = codes.GOOD, codes.UNCERTAIN, codes.BAD
 
@@ -60,7 +60,7 @@ def test_missing_extension_falls_back_with_a_logged_warning():
     )
     name, stderr = _implementation_in_subprocess({"SMEMET_PUREPYTHON": ""}, prelude)
     assert name == "pure"
-    assert "Cython kernels not compiled; using pure-Python path" in stderr
+    assert "Cython module smemet.gateway.kernels._kernels not compiled; using its pure-Python twin" in stderr
 
 
 def test_compiled_module_is_the_default_when_built():

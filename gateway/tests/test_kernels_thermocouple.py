@@ -9,7 +9,7 @@ from array import array
 
 import pytest
 
-from smemet.gateway.kernels import codes
+from smemet.gateway import quality as codes
 
 # °C -> mV, NIST ITS-90 tables (reference junction at 0 °C)
 NIST_TABLES = {

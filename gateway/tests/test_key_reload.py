@@ -8,7 +8,7 @@ import sys
 import time
 
 from smemet.gateway.keys import add_key
-from smemet.gateway.testing.nodes import SimNode, free_udp_port, node_key, write_config
+from hil_tests.harness.nodes import SimNode, free_udp_port, node_key, write_config
 
 
 def wait_for_log(path, text, start=0, timeout=20.0):

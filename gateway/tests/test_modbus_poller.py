@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from smemet.gateway.model import Measurement
+from smemet.gateway.spine import Measurement
 from smemet.gateway.modbus import parse_modbus, run_pollers
 from smemet.gateway.modbus.simulate import (
     PtyCable, SimulatedInstrument, flow_meter, free_port, offgas_analyzer, start_rtu, start_tcp,

@@ -10,7 +10,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from smemet.gateway.errors import ConfigError
-from smemet.gateway.model import Measurement
+from smemet.gateway.spine import Measurement
 from smemet.gateway.modbus import parse_modbus, run_pollers, run_server
 from smemet.gateway.modbus.simulate import free_port, offgas_analyzer, start_tcp
 

@@ -1,15 +1,17 @@
 """The outbox on real SQLite: durable settings, ids, windows, dedup, atomic
-processing, cursors, pruning, size limit, MeasurementSource behaviour."""
+processing, consecutive measurement ids, cursors, lag, pruning, size limit,
+reads from memory and from disk, and the upgrade from schema 2."""
 
 import asyncio
+import marshal
 import sqlite3
 
 import pytest
 
 from smemet.gateway.errors import OutboxFull
-from smemet.gateway.model import Measurement
+from smemet.gateway.outbox import Outbox, StoredFrame
+from smemet.gateway.spine import Measurement, ProcessedFrame
 from smemet.gateway.windows import TaggedWindow
-from smemet.gateway.outbox import ID_SPACE, FrameRow, Outbox
 from smemet.protocol.window import SEEN, TOO_OLD
 
 
@@ -21,7 +23,7 @@ def outbox(tmp_path):
 
 
 def frames(node, seqs, received=1000.0):
-    return [FrameRow(node, seq, 112, received, bytes([seq % 256]) * 40) for seq in seqs]
+    return [StoredFrame(node, seq, 112, received, bytes([seq % 256]) * 40) for seq in seqs]
 
 
 def window(*seqs):
@@ -31,8 +33,27 @@ def window(*seqs):
     return w
 
 
+class Writer:
+    """Processed frames with the next ids, as the processing stage writes them."""
+
+    def __init__(self, outbox):
+        self.outbox = outbox
+
+    def frame(self, frame_id, node, seq, rows, kind=0, received=1000.0):
+        first = self.outbox.last_measurement_id + 1 + self._pending
+        self._pending += len(rows)
+        channels, times, values, units, quality, reasons = zip(*rows) if rows else ((),) * 6
+        return ProcessedFrame(first, frame_id, node, seq, kind, received, channels, times, values, units,
+                              bytes(quality), reasons)
+
+    def write(self, specs, last_frame_id):
+        self._pending = 0
+        made = [self.frame(*spec[:4], **spec[4]) if len(spec) > 4 else self.frame(*spec) for spec in specs]
+        return self.outbox.write_processed(made, last_frame_id)
+
+
 def processed(frame_id, node, seq, rows, kind=0, received=1000.0):
-    return (frame_id, node, seq, kind, received, rows)
+    return (frame_id, node, seq, rows, {"kind": kind, "received": received})
 
 
 def row(channel="t", value=1.5, quality=0, reason=None, time=1000.0):
@@ -43,7 +64,9 @@ def ids(measurements):
     return [m.id for m in measurements]
 
 
-F = ID_SPACE
+@pytest.fixture
+def writer(outbox):
+    return Writer(outbox)
 
 
 def test_wal_and_full_sync(outbox):
@@ -83,41 +106,90 @@ def test_node_seq_is_unique_and_a_failed_group_stores_nothing(outbox):
     assert outbox._reader.execute("SELECT id, seq FROM frames").fetchall() == [(1, 1), (2, 2)]
 
 
-def test_processing_is_atomic_with_its_cursor(outbox):
+def test_processing_is_atomic_with_its_cursor(outbox, writer):
     outbox.commit_frames(frames("a", [1, 2]), [])
     assert outbox.processing_cursor() == 0
-    assert [r[0] for r in outbox.unprocessed_frames(0, 10)] == [1, 2]
-    last = outbox.write_processed([processed(1, "a", 1, [row()]), processed(2, "a", 2, [row(), row("u")])], last_frame_id=2)
-    assert last == 2 * F + 1 and outbox.processing_cursor() == 2
-    assert outbox.unprocessed_frames(2, 10) == []
-    with pytest.raises(sqlite3.IntegrityError):  # a failing insert leaves neither rows nor cursor
-        outbox.write_processed([processed(3, "a", 3, [row()]), processed(2, "a", 2, [row()])], last_frame_id=3)
-    assert outbox.processing_cursor() == 2
-    assert ids(outbox.read(0, 10)) == [F, 2 * F, 2 * F + 1]
+    assert [f.id for f in outbox.frames_after(0, 10)] == [1, 2]
+    last = writer.write([processed(1, "a", 1, [row()]), processed(2, "a", 2, [row(), row("u")])], last_frame_id=2)
+    assert last == 3 and outbox.processing_cursor() == 2
+    assert [f.id for f in outbox.frames_after(2, 10)] == []
+    # a failing write leaves neither rows nor cursor: here ids that do not
+    # continue the sequence, and then a frame that collides with a stored one
+    gap = ProcessedFrame(9, 3, "a", 3, 0, 1000.0, ("t",), (1000.0,), (1.5,), ("Cel",), b"\x00", (None,))
+    with pytest.raises(ValueError, match="continue at 4"):
+        outbox.write_processed([gap], last_frame_id=3)
+    clash = ProcessedFrame(4, 3, "a", 3, 0, 1000.0, ("t",), (1000.0,), (1.5,), ("Cel",), b"\x00", (None,))
+    outbox._writer.execute("INSERT INTO processed VALUES (4, 99, 3, 'a', 3, 0, 0.0, 1, x'00')")  # a stale row
+    with pytest.raises(sqlite3.IntegrityError):
+        outbox.write_processed([clash], last_frame_id=3)
+    outbox._writer.execute("DELETE FROM processed WHERE position = 99")
+    assert outbox.processing_cursor() == 2 and outbox.last_measurement_id == 3
+    assert ids(outbox.read(0, 10)) == [1, 2, 3]
     assert outbox.held_measurements == 3
 
 
-def test_frames_without_output_store_nothing_but_move_the_cursor(outbox):
-    assert outbox.write_processed([processed(1, "a", 1, [])], last_frame_id=1) == 0
+def test_measurement_ids_are_consecutive_and_survive_a_restart(outbox, writer):
+    writer.write([processed(1, "a", 1, [row(), row("u")]), processed(2, "b", 1, [row()])], last_frame_id=2)
+    reopened = Outbox(outbox.path, outbox.max_bytes)
+    try:
+        assert reopened.last_measurement_id == 3 and reopened.held_measurements == 3
+        assert ids(reopened.read(0, 10)) == [1, 2, 3]
+    finally:
+        reopened.close()
+
+
+def test_frames_without_output_store_nothing_but_move_the_cursor(outbox, writer):
+    assert writer.write([], last_frame_id=1) == 0
     assert outbox.processing_cursor() == 1 and outbox.read(0, 10) == []
 
 
-def test_read_converts_types_and_pages_by_id(outbox):
-    outbox.write_processed(
+def test_read_converts_types_and_pages_by_id(outbox, writer):
+    writer.write(
         [processed(1, "a", 1, [row(value=2.5), row("x", value=None, quality=2, reason="open-circuit"), row("raw", value=b"\x01\x02")]),
          processed(2, "a", 2, [row("ok", value=True), row("fw", value="0.1.0")], kind=1)],
         last_frame_id=2,
     )
-    got = outbox.read(0, 10)
-    assert got[0] == Measurement(F, "a", 1, "t", 1000.0, 2.5, "Cel", "good", None, "data")
-    assert (got[1].value, got[1].quality, got[1].reason) == (None, "bad", "open-circuit")
-    assert got[2].value == "0102"
-    assert got[3].value is True and got[3].kind == "status" and got[3].seq == 2
-    assert got[4].value == "0.1.0"
-    assert ids(got) == sorted(ids(got)) and len(set(ids(got))) == 5
-    assert ids(outbox.read(F, 2)) == [F + 1, F + 2]
-    assert ids(outbox.read(F + 2, 10)) == [2 * F, 2 * F + 1]
-    assert outbox.read(2 * F + 1, 10) == []
+    for source in (outbox, Outbox(outbox.path, outbox.max_bytes)):  # from memory, and from disk after a restart
+        got = source.read(0, 10)
+        assert got[0] == Measurement(1, "a", 1, "t", 1000.0, 2.5, "Cel", "good", None, "data")
+        assert (got[1].value, got[1].quality, got[1].reason) == (None, "bad", "open-circuit")
+        assert got[2].value == "0102"
+        assert got[3].value is True and got[3].kind == "status" and got[3].seq == 2
+        assert got[4].value == "0.1.0"
+        assert ids(got) == [1, 2, 3, 4, 5]
+        assert ids(source.read(1, 2)) == [2, 3]
+        assert ids(source.read(3, 10)) == [4, 5]
+        assert source.read(5, 10) == []
+        frames_read = source.read_frames(1, 10)  # a read position inside a frame cuts it there
+        assert [(f.first_id, f.last_id, f.seq, len(f)) for f in frames_read] == [(1, 3, 1, 2), (4, 5, 2, 2)]
+        assert frames_read[0].id_of(0) == 2 and frames_read[0].channels == ("x", "raw")
+    source.close()
+
+
+def test_lag_counts_measurements_and_frames_after_a_cursor(outbox, writer):
+    writer.write([processed(f, "a", f, [row(), row("u"), row("v")]) for f in range(1, 5)], last_frame_id=4)  # ids 1..12
+    assert outbox.lag(0) == (12, 4)
+    assert outbox.lag(3) == (9, 3)  # frame 1 delivered
+    assert outbox.lag(4) == (8, 3)  # inside frame 2: it still counts
+    assert outbox.lag(12) == (0, 0)
+    outbox.save_cursor("r", 6)
+    outbox.prune(now=1e9, audit_retention=1.0, sinks=["r"])  # frames 1 and 2 go
+    assert outbox.lag(0) == (12, 2) and outbox.lag(7) == (5, 2)
+
+
+def test_reads_from_memory_equal_reads_from_disk(outbox, writer):
+    from smemet.gateway import outbox as outbox_module
+
+    total = outbox_module.RECENT_FRAMES * 3  # memory keeps the newest only
+    writer.write([processed(f, "n", f, [row(value=float(f)), row("u", value=-float(f))]) for f in range(1, total + 1)],
+                 last_frame_id=total)
+    disk = Outbox(outbox.path, outbox.max_bytes)
+    try:
+        for position in (0, 1, 2, 3, 2 * total - 2 * outbox_module.RECENT_FRAMES, 2 * total - 3, 2 * total - 1,
+                         2 * total):
+            assert outbox.read_frames(position, 64) == disk.read_frames(position, 64), position
+    finally:
+        disk.close()
 
 
 def test_cursors(outbox):
@@ -131,29 +203,35 @@ def test_cursors(outbox):
         reopened.close()
 
 
-def test_prune_keeps_what_a_route_still_needs_and_ids_are_never_reused(outbox):
+def test_prune_keeps_what_a_route_still_needs_and_ids_are_never_reused(outbox, writer):
     outbox.commit_frames(frames("a", [1, 2], received=100.0) + frames("a", [3], received=5000.0), [])
-    outbox.write_processed([processed(1, "a", 1, [row(), row("u")]), processed(2, "a", 2, [row()])], last_frame_id=2)
-    outbox.save_cursor("r1", 2 * F)
-    outbox.save_cursor("r2", F)  # has only half of frame 1's measurements
-    assert outbox.prune(now=5001.0, audit_retention=1000.0, routes=["r1", "r2"]) == (2, 0)
+    writer.write([processed(1, "a", 1, [row(), row("u")]), processed(2, "a", 2, [row()])], last_frame_id=2)  # ids 1-2, 3
+    outbox.save_cursor("r1", 3)
+    outbox.save_cursor("r2", 1)  # has only half of frame 1's measurements
+    assert outbox.prune(now=5001.0, audit_retention=1000.0, sinks=["r1", "r2"]) == (2, 0)
     assert outbox.has_frame("a", 3)  # not yet processed: kept
-    outbox.save_cursor("r2", F + 1)
-    assert outbox.prune(now=5001.0, audit_retention=1000.0, routes=["r1", "r2"]) == (0, 2)
-    assert ids(outbox.read(0, 10)) == [2 * F]
-    # a route without a cursor yet holds everything
-    assert outbox.prune(now=5001.0, audit_retention=1000.0, routes=["r1", "r2", "new"]) == (0, 0)
-    outbox.save_cursor("r2", 2 * F)
-    assert outbox.prune(now=5001.0, audit_retention=1000.0, routes=["r1", "r2"]) == (0, 1)
+    outbox.save_cursor("r2", 2)
+    assert outbox.prune(now=5001.0, audit_retention=1000.0, sinks=["r1", "r2"]) == (0, 2)
+    assert ids(outbox.read(0, 10)) == [3]
+    # a sink without a cursor yet holds everything
+    assert outbox.prune(now=5001.0, audit_retention=1000.0, sinks=["r1", "r2", "new"]) == (0, 0)
+    outbox.save_cursor("r2", 3)
+    assert outbox.prune(now=5001.0, audit_retention=1000.0, sinks=["r1", "r2"]) == (0, 1)
     assert outbox.held_measurements == 0
-    outbox.write_processed([processed(3, "a", 3, [row()])], last_frame_id=3)
-    outbox.prune(now=1e9, audit_retention=1.0, routes=["r1", "r2"])
-    assert outbox.commit_frames(frames("a", [4]), []) == 4  # frame ids (and so measurement ids) never go back
+    writer.write([processed(3, "a", 3, [row()])], last_frame_id=3)
+    assert outbox.last_measurement_id == 4  # ids continue after everything was pruned
+    outbox.prune(now=1e9, audit_retention=1.0, sinks=["r1", "r2"])
+    assert outbox.commit_frames(frames("a", [4]), []) == 4  # frame ids never go back
+    reopened = Outbox(outbox.path, outbox.max_bytes)
+    try:
+        assert reopened.last_measurement_id == 4  # nor, after a restart, measurement ids
+    finally:
+        reopened.close()
 
 
-def test_prune_without_routes_uses_the_retention(outbox):
-    outbox.write_processed([processed(1, "a", 1, [row()], received=10.0), processed(2, "a", 2, [row()], received=900.0)], last_frame_id=0)
-    assert outbox.prune(now=1000.0, audit_retention=500.0, routes=[]) == (0, 1)
+def test_prune_without_routes_uses_the_retention(outbox, writer):
+    writer.write([processed(1, "a", 1, [row()], received=10.0), processed(2, "a", 2, [row()], received=900.0)], last_frame_id=0)
+    assert outbox.prune(now=1000.0, audit_retention=500.0, sinks=[]) == (0, 1)
 
 
 def test_size_limit_refuses_whole_groups(tmp_path):
@@ -162,7 +240,7 @@ def test_size_limit_refuses_whole_groups(tmp_path):
         seq = 0
         with pytest.raises(OutboxFull):
             for _ in range(1000):
-                box.commit_frames([FrameRow("a", seq := seq + 1, 112, 1.0, b"x" * 900)], [])
+                box.commit_frames([StoredFrame("a", seq := seq + 1, 112, 1.0, b"x" * 900)], [])
         stored = box._reader.execute("SELECT count(*) FROM frames").fetchone()[0]
         assert stored == seq - 1 and 0 < stored < 1000
         assert box.is_full()
@@ -170,16 +248,16 @@ def test_size_limit_refuses_whole_groups(tmp_path):
         box.close()
 
 
-async def test_wait_beyond_wakes_on_notify(outbox):
+async def test_wait_beyond_wakes_on_notify(outbox, writer):
     outbox.bind_loop(asyncio.get_running_loop())
     waiter = asyncio.create_task(outbox.wait_beyond(0, timeout=5))
     await asyncio.sleep(0.05)
     assert not waiter.done()
-    outbox.write_processed([processed(1, "a", 1, [row()])], last_frame_id=0)
+    writer.write([processed(1, "a", 1, [row()])], last_frame_id=0)
     outbox.notify()
     await asyncio.wait_for(waiter, 1)
     started = asyncio.get_running_loop().time()
-    await outbox.wait_beyond(F, timeout=0.1)  # nothing new: returns at the timeout
+    await outbox.wait_beyond(1, timeout=0.1)  # nothing new: returns at the timeout
     assert asyncio.get_running_loop().time() - started >= 0.09
 
 
@@ -191,7 +269,7 @@ def test_windows_keep_the_tag_of_each_number_across_a_restart(outbox):
         w.accept(seq, bytes([seq]) * 8)
     outbox.commit_frames(frames("b", [100], received=10.0), [("b", w)])
     outbox.write_processed([], last_frame_id=1)
-    assert outbox.prune(now=1000.0, audit_retention=0.0, routes=[])[0] == 1
+    assert outbox.prune(now=1000.0, audit_retention=0.0, sinks=[])[0] == 1
     reopened = Outbox(outbox.path, outbox.max_bytes)
     try:
         loaded = reopened.load_windows()["b"]
@@ -205,15 +283,55 @@ def test_windows_keep_the_tag_of_each_number_across_a_restart(outbox):
 
 def test_processed_frames_since_walks_back_from_the_cursor_over_the_span(outbox):
     # 3000 frames received one second apart; 2500 processed
-    outbox.commit_frames([FrameRow("a", seq, 112, 1000.0 + seq, b"x") for seq in range(1, 3001)], [])
+    outbox.commit_frames([StoredFrame("a", seq, 112, 1000.0 + seq, b"x") for seq in range(1, 3001)], [])
     outbox.write_processed([], 2500)
     got = outbox.processed_frames_since(60.0, 10000)
-    assert [r[0] for r in got] == list(range(2440, 2501))  # received 3440..3500: within 60 s of 3500, oldest first
-    assert [r[0] for r in outbox.processed_frames_since(5000.0, 1500)] == list(range(1001, 2501))  # the newest 1500
-    assert outbox.processed_frames_since(0.0, 10) == [(2500, "a", 2500, 112, 3500.0, b"x")]
+    assert [f.id for f in got] == list(range(2440, 2501))  # received 3440..3500: within 60 s of 3500, oldest first
+    assert [f.id for f in outbox.processed_frames_since(5000.0, 1500)] == list(range(1001, 2501))  # the newest 1500
+    assert outbox.processed_frames_since(0.0, 10) == [StoredFrame("a", 2500, 112, 3500.0, b"x", 2500)]
 
 
 def test_processed_frames_since_without_processed_frames_is_empty(outbox):
     assert outbox.processed_frames_since(60.0, 100) == []
     outbox.commit_frames(frames("a", [1, 2]), [("a", window(1, 2))])
     assert outbox.processed_frames_since(60.0, 100) == []  # committed, not processed yet
+
+
+def test_an_outbox_of_schema_2_is_upgraded_in_place_with_its_cursors(tmp_path):
+    """Schema 2 (measurement id = frame id * 4096 + index) becomes schema 3
+    (consecutive ids); every sink still owes exactly what it owed."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+        INSERT INTO meta VALUES ('schema', 2);
+        CREATE TABLE frames (id INTEGER PRIMARY KEY AUTOINCREMENT, node TEXT NOT NULL, seq INTEGER NOT NULL,
+            content_type INTEGER NOT NULL, received REAL NOT NULL, raw BLOB NOT NULL, UNIQUE (node, seq));
+        CREATE TABLE windows (node TEXT PRIMARY KEY, highest INTEGER NOT NULL, bitmap BLOB NOT NULL,
+            tags BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE measurements (frame_id INTEGER PRIMARY KEY, node TEXT NOT NULL, seq INTEGER NOT NULL,
+            kind INTEGER NOT NULL, received REAL NOT NULL, count INTEGER NOT NULL, rows BLOB NOT NULL);
+        CREATE TABLE progress (name TEXT PRIMARY KEY, frame_id INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE cursors (route TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+    """)
+    rows = {5: [("t", 1.0, 1.5, "Cel", 0, None), ("u", 1.0, None, None, 2, "open-circuit")],
+            7: [("t", 2.0, 2.5, "Cel", 0, None)], 9: [("t", 3.0, 3.5, "Cel", 1, "spike-replaced")]}
+    for frame_id, frame_rows in rows.items():
+        db.execute("INSERT INTO measurements VALUES (?, 'n', ?, 0, 10.0, ?, ?)",
+                   (frame_id, frame_id, len(frame_rows), marshal.dumps(tuple(frame_rows))))
+    db.executemany("INSERT INTO cursors VALUES (?, ?)",
+                   [("done", 9 * 4096), ("half", 5 * 4096), ("start", 0), ("mid", 7 * 4096)])
+    db.execute("INSERT INTO progress VALUES ('processing', 9)")
+    db.commit()
+    db.close()
+    outbox = Outbox(str(path), 1 << 30)
+    try:
+        assert [(m.id, m.seq, m.channel, m.value, m.quality, m.reason) for m in outbox.read(0, 10)] == [
+            (1, 5, "t", 1.5, "good", None), (2, 5, "u", None, "bad", "open-circuit"), (3, 7, "t", 2.5, "good", None),
+            (4, 9, "t", 3.5, "uncertain", "spike-replaced")]
+        cursors = outbox.cursors()
+        assert cursors == {"done": 4, "half": 1, "start": 0, "mid": 3}
+        assert [outbox.lag(cursors[name])[0] for name in ("done", "half", "start", "mid")] == [0, 3, 4, 1]
+        assert outbox.last_measurement_id == 4 and outbox.processing_cursor() == 9
+    finally:
+        outbox.close()

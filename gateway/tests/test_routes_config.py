@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from smemet.gateway.errors import ConfigError
-from smemet.gateway.routes import parse_routes
-from smemet.gateway.testing.broker import make_pki
+from smemet.gateway.sinks.mqtt import parse_routes
+from hil_tests.harness.broker import make_pki
 
 BASE = {"name": "partner-a", "broker": "mqtt://broker.example:1883", "include": ["*"]}
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from smemet.gateway.model import Measurement
-from smemet.gateway.routes import parse_routes, run_routes
-from smemet.gateway.testing import SqliteMeasurements, frames
-from smemet.gateway.testing.broker import MosquittoBroker, Received, free_port, make_broker, make_pki, mosquitto_broker
+from smemet.gateway.spine import Measurement
+from smemet.gateway.sinks.mqtt import parse_routes, run_routes
+from hil_tests.harness.measurements import OutboxMeasurements, frames
+from hil_tests.harness.broker import MosquittoBroker, Received, free_port, make_broker, make_pki, mosquitto_broker
 
 __all__ = ["make_broker", "mosquitto_broker"]  # fixtures, used by name below
 
 
 @pytest.fixture
 def source(tmp_path):
-    src = SqliteMeasurements(tmp_path / "outbox.db")
+    src = OutboxMeasurements(tmp_path / "outbox.db")
     yield src
     src.close()
 
@@ -80,7 +80,7 @@ def expected_keys(measurements: list[Measurement]) -> set[tuple]:
 
 
 def metric(registry, name, route):
-    return registry.get_sample_value(name, {"route": route})
+    return registry.get_sample_value(name, {"sink": route, "kind": "route"})
 
 
 async def test_json_payload_topics_and_mqtt5_properties(mosquitto_broker, source):
@@ -182,13 +182,14 @@ async def test_qos1_thousands_delivered_none_lost(mosquitto_broker, source):
             deadline = time.monotonic() + 5
             while source.load_cursor("bulk") < source.last_id() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            assert metric(registry, "smemet_route_connected", "bulk") == 1
-            assert metric(registry, "smemet_route_lag_messages", "bulk") == 0
+            assert metric(registry, "smemet_sink_connected", "bulk") == 1
+            assert metric(registry, "smemet_sink_lag_measurements", "bulk") == 0
+            assert metric(registry, "smemet_sink_lag_frames", "bulk") == 0
     duplicates = assert_complete_in_order(keys(sub.snapshot()), expected_keys(measurements))
     assert duplicates == 0  # no fault, no resend
-    assert metric(registry, "smemet_route_published_total", "bulk") == len(measurements)
+    assert metric(registry, "smemet_sink_messages_confirmed_total", "bulk") == len(measurements)
     assert source.load_cursor("bulk") == source.last_id()
-    assert metric(registry, "smemet_route_connected", "bulk") == 0  # stopped
+    assert metric(registry, "smemet_sink_connected", "bulk") == 0  # stopped
 
 
 async def test_broker_restart_mid_stream_loses_nothing(make_broker, source):
@@ -206,8 +207,8 @@ async def test_broker_restart_mid_stream_loses_nothing(make_broker, source):
             second = [Measurement(0, m.node, m.seq + 500, m.channel, m.time, m.value, m.unit) for m in second]
             source.add(second)  # more arrives while the broker is down
             await asyncio.sleep(1.5)
-            assert metric(registry, "smemet_route_connected", "r") == 0
-            assert metric(registry, "smemet_route_lag_messages", "r") > 0
+            assert metric(registry, "smemet_sink_connected", "r") == 0
+            assert metric(registry, "smemet_sink_lag_measurements", "r") > 0
             assert source.load_cursor("r") < source.last_id()
             broker.start()
             everything = first + second
@@ -220,7 +221,7 @@ async def test_broker_restart_mid_stream_loses_nothing(make_broker, source):
         sub.stop()
     duplicates = assert_complete_in_order(received, expected_keys(everything))
     assert len(received) == len(everything) + duplicates
-    assert metric(registry, "smemet_route_failures_total", "r") >= 1
+    assert metric(registry, "smemet_sink_failures_total", "r") >= 1
 
 
 async def test_dead_route_does_not_delay_live_one(make_broker, source, caplog):
@@ -238,9 +239,11 @@ async def test_dead_route_does_not_delay_live_one(make_broker, source, caplog):
                 live_time = time.monotonic() - started
                 await asyncio.sleep(2.0)  # the dead route keeps retrying meanwhile
                 assert source.load_cursor("dead") == 0
-                assert metric(registry, "smemet_route_connected", "dead") == 0
-                assert metric(registry, "smemet_route_lag_messages", "dead") == 400
-                assert metric(registry, "smemet_route_lag_seconds", "dead") > 0
+                assert metric(registry, "smemet_sink_connected", "dead") == 0
+                # in measurements and in frames (messages of a senml route), not in internal ids
+                assert metric(registry, "smemet_sink_lag_measurements", "dead") == 400
+                assert metric(registry, "smemet_sink_lag_frames", "dead") == 200
+                assert metric(registry, "smemet_sink_lag_seconds", "dead") > 0
                 # The partner comes back: its backlog drains, in order.
                 dead.start()
                 with dead.subscriber("test/dead/#", persistent=False) as dead_sub:
@@ -274,7 +277,7 @@ async def test_tls_with_wrong_ca_is_a_clear_error(make_broker, source, tmp_path,
     registry = CollectorRegistry()
     async with running(routes, source, registry):
         await asyncio.sleep(1.5)
-        assert metric(registry, "smemet_route_connected", "tls") == 0
+        assert metric(registry, "smemet_sink_connected", "tls") == 0
     assert source.load_cursor("tls") == 0
     lines = [r.getMessage() for r in caplog.records if "route tls:" in r.getMessage()]
     assert lines and "TLS certificate verification failed" in lines[0] and "tls.ca" in lines[0]
@@ -294,8 +297,8 @@ async def test_password_auth(make_broker, source, tmp_path, caplog):
         async with running(routes, source, registry):
             got = await sub.wait_for(10, lambda m: m.topic.startswith("test/right/n1"))
             await asyncio.sleep(1.0)
-            assert metric(registry, "smemet_route_connected", "wrong") == 0
-            assert metric(registry, "smemet_route_failures_total", "wrong") >= 1
+            assert metric(registry, "smemet_sink_connected", "wrong") == 0
+            assert metric(registry, "smemet_sink_failures_total", "wrong") >= 1
     assert len(got) == 10
     assert not [m for m in sub.snapshot() if m.topic.startswith("test/wrong/")]
     assert source.load_cursor("wrong") == 0
@@ -357,7 +360,7 @@ async def test_acl_denied_publish_is_not_counted_delivered(make_broker, source, 
     async with running(routes, source, registry):
         await asyncio.sleep(2.0)
     assert source.load_cursor("denied") == 0
-    assert metric(registry, "smemet_route_published_total", "denied") in (None, 0)
+    assert metric(registry, "smemet_sink_messages_confirmed_total", "denied") in (None, 0)
     # the refusal is the first warning (it explains a disconnect that may
     # follow); info lines such as "connected" are there only when an earlier
     # test in the same process lowered the log level
@@ -368,11 +371,11 @@ async def test_acl_denied_publish_is_not_counted_delivered(make_broker, source, 
 CHILD = textwrap.dedent(
     """
     import asyncio, signal, sys
-    from smemet.gateway.routes import parse_routes, run_routes
-    from smemet.gateway.testing import SqliteMeasurements
+    from smemet.gateway.sinks.mqtt import parse_routes, run_routes
+    from hil_tests.harness.measurements import OutboxMeasurements
 
     async def main():
-        source = SqliteMeasurements(sys.argv[1])
+        source = OutboxMeasurements(sys.argv[1])
         routes = parse_routes([{"name": "child", "broker": sys.argv[2], "topic_prefix": "test/child",
                                 "include": ["*"], "gateway_id": "gw-1", "max_in_flight": 20}], "child.toml")
         stop = asyncio.Event()

@@ -1,38 +1,50 @@
-"""Selection, topics, payloads and the PUBACK tracker, without a broker."""
+"""Selection, topics, payloads and the delivery tracker, without a broker."""
 
 from __future__ import annotations
 
 import json
 
-from smemet.gateway.model import Measurement
-from smemet.gateway.routes import parse_routes
-from smemet.gateway.routes.payload import Selector, encode_batch, json_payload, senml_record
-from smemet.gateway.routes.tracker import AckTracker
-
-
-def route(**changes):
-    table = {"name": "r", "broker": "mqtt://h", "topic_prefix": "p", "include": ["*"], **changes}
-    return parse_routes([table], "t.toml")[0]
+from smemet.gateway.delivery import Selection
+from smemet.gateway.delivery.tracker import AckTracker
+from smemet.gateway.sinks.mqtt.payload import SenmlWriter, json_payload, messages_of, senml_record
+from smemet.gateway.spine import KIND_DATA, KIND_STATUS, Measurement, ProcessedFrame
 
 
 def m(id, node="n1", seq=1, channel="tc1", value=1.5, **kw):
     return Measurement(id, node, seq, channel, 1_700_000_000.0 + id, value, kw.pop("unit", "Cel"), **kw)
 
 
-def test_selector_kinds_include_exclude():
-    select = Selector(route(include=["furnace-*/tc*", "ladle-1/*"], exclude=["*/tc9"], kinds=["data"]))
-    assert select(m(1, "furnace-2", channel="tc1"))
-    assert not select(m(2, "furnace-2", channel="tc9"))
-    assert select(m(3, "ladle-1", channel="vib"))
-    assert not select(m(4, "ladle-2", channel="vib"))
-    assert not select(m(5, "ladle-1", channel="vib", kind="status"))
-    assert not select(m(6, "Furnace-2", channel="tc1")), "patterns are case-sensitive"
+def frame(first_id, node, seq, channels, kind=KIND_DATA):
+    n = len(channels)
+    return ProcessedFrame(first_id, 1, node, seq, kind, 0.0, tuple(channels), tuple(1.7e9 + i for i in range(n)),
+                          tuple(float(i) for i in range(n)), ("Cel",) * n, bytes(n), (None,) * n)
+
+
+def test_selection_kinds_include_exclude():
+    select = Selection(("furnace-*/tc*", "ladle-1/*"), ("*/tc9",), ("data",))
+    assert select.allows("furnace-2", "tc1", KIND_DATA)
+    assert not select.allows("furnace-2", "tc9", KIND_DATA)
+    assert select.allows("ladle-1", "vib", KIND_DATA)
+    assert not select.allows("ladle-2", "vib", KIND_DATA)
+    assert not select.allows("ladle-1", "vib", KIND_STATUS)
+    assert not select.allows("Furnace-2", "tc1", KIND_DATA), "patterns are case-sensitive"
+
+
+def test_selection_of_a_frame_keeps_the_ids_of_what_it_picks():
+    select = Selection(("*",), ("*/skip",))
+    whole = frame(10, "n1", 1, ["tc1", "tc2"])
+    assert select.of(whole) is whole
+    picked = select.of(frame(10, "n1", 1, ["tc1", "skip", "tc2"]))
+    assert picked.channels == ("tc1", "tc2") and [picked.id_of(i) for i in range(2)] == [10, 12]
+    assert picked.last_id == 12 and picked.values == (0.0, 2.0)
+    assert select.of(frame(10, "n1", 1, ["skip"])) is None
+    assert Selection(kinds=("data",)).of(frame(1, "n1", 1, ["x"], KIND_STATUS)) is None
 
 
 def test_json_topics_and_unsafe_names():
-    messages, consumed = encode_batch(route(), Selector(route()), [m(1), m(2, node="a+b", channel="c#")], False)
-    assert [x.topic for x in messages] == ["p/n1/tc1", "p/a_b/c_"]
-    assert consumed == 2 and [x.last_id for x in messages] == [1, 2]
+    messages = messages_of("json", "p", frame(1, "a+b", 3, ["tc1", "c#"]), SenmlWriter())
+    assert [x.topic for x in messages] == ["p/a_b/tc1", "p/a_b/c_"]
+    assert [json.loads(x.payload)["seq"] for x in messages] == [3, 3]
 
 
 def test_json_payload_non_finite_is_null():
@@ -48,18 +60,15 @@ def test_senml_records_by_value_type():
     assert "v" not in record and record["reason"] == "open circuit"
 
 
-def test_senml_groups_frames_and_holds_back_a_split_one():
-    cfg = route(format="senml", exclude=["*/skip"])
-    batch = [m(1, seq=1), m(2, seq=1, channel="tc2"), m(3, seq=2), m(4, seq=2, channel="skip"), m(5, seq=3)]
-    messages, consumed = encode_batch(cfg, Selector(cfg), batch, more=True)
-    # Frame 3 may continue in the next read: held back.
-    assert consumed == 4 and [x.last_id for x in messages] == [2, 4]
-    assert [len(json.loads(x.payload)) for x in messages] == [2, 1]
-    messages, consumed = encode_batch(cfg, Selector(cfg), batch, more=False)
-    assert consumed == 5 and len(messages) == 3
-    # A frame longer than the whole batch still goes out.
-    messages, consumed = encode_batch(cfg, Selector(cfg), batch[:2], more=True)
-    assert consumed == 2 and len(messages) == 1
+def test_senml_is_one_message_per_frame_on_the_node_topic():
+    writer = SenmlWriter()
+    messages = messages_of("senml", "p", frame(5, "n1", 9, ["tc1", "tc2"]), writer)
+    assert [x.topic for x in messages] == ["p/n1"]
+    pack = json.loads(messages[0].payload)
+    assert [(r["n"], r["seq"], r["node"]) for r in pack] == [("n1/tc1", 9, "n1"), ("n1/tc2", 9, "n1")]
+    # a frame cut at a read position (a redelivery after a partial one) sends only the rest
+    rest = frame(5, "n1", 9, ["tc1", "tc2", "tc3"]).after(5)
+    assert [r["n"] for r in json.loads(messages_of("senml", "p", rest, writer)[0].payload)] == ["n1/tc2", "n1/tc3"]
 
 
 def test_tracker_moves_only_past_everything_acknowledged():

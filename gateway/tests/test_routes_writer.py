@@ -1,5 +1,5 @@
-"""The fast SenML writer and the row-level outbox read against the
-reference (``senml_payload`` over ``Measurement``s): byte for byte."""
+"""The fast SenML writer against the reference (``senml_payload`` over
+``Measurement``s): byte for byte, for any processed frame."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smemet.gateway.model import Measurement
-from smemet.gateway.outbox import Outbox
-from smemet.gateway.routes import parse_routes
-from smemet.gateway.routes.payload import (
-    FrameBlock, Selector, SenmlWriter, encode_batch, encode_frames, senml_payload,
-)
+from smemet.gateway.sinks.mqtt.payload import SenmlWriter, messages_of, senml_payload
+from smemet.gateway.spine import KIND_NAMES, ProcessedFrame
 
 QUALITIES = ("good", "uncertain", "bad")
 
@@ -24,18 +20,19 @@ values = st.one_of(
 )
 rows = st.tuples(
     st.sampled_from(["tc1", "tc2", "p\u00e9", 'q"x']), st.one_of(st.floats(0, 2e9), st.integers(0, 2**40)), values,
-    st.sampled_from([None, "", "Cel", "m/s2", "\u00b0C"]), st.sampled_from([0, 1, 2, *QUALITIES]),
+    st.sampled_from([None, "", "Cel", "m/s2", "\u00b0C"]), st.sampled_from([0, 1, 2]),
     st.one_of(st.none(), st.text(max_size=6)),
 )
 
 
-def reference(node, seq, kind, frame_rows) -> bytes:
-    ms = []
-    for channel, time, value, unit, quality, reason in frame_rows:
-        quality = QUALITIES[quality] if isinstance(quality, int) else quality
-        ms.append(Measurement(0, node, seq, channel, time, value.hex() if type(value) is bytes else value,
-                              unit, quality, reason, kind))
-    return senml_payload(ms)
+def processed(node, seq, kind, frame_rows) -> ProcessedFrame:
+    channels, times, values, units, quality, reasons = zip(*frame_rows)
+    return ProcessedFrame(1, 1, node, seq, KIND_NAMES.index(kind), 0.0, channels, times, values, units,
+                          bytes(quality), reasons)
+
+
+def reference(frame: ProcessedFrame) -> bytes:
+    return senml_payload(list(frame.measurements()))
 
 
 @settings(max_examples=400, deadline=None)
@@ -43,13 +40,14 @@ def reference(node, seq, kind, frame_rows) -> bytes:
        st.lists(rows, min_size=1, max_size=6))
 def test_writer_gives_the_reference_bytes(node, seq, kind, frame_rows):
     writer = SenmlWriter()
-    assert writer.payload(node, seq, kind, frame_rows) == reference(node, seq, kind, frame_rows)
-    assert writer.payload(node, seq, kind, frame_rows) == reference(node, seq, kind, frame_rows)  # cached parts
+    frame = processed(node, seq, kind, frame_rows)
+    assert writer.payload(frame) == reference(frame)
+    assert writer.payload(frame) == reference(frame)  # cached parts
 
 
 def test_writer_refuses_a_non_finite_time_as_the_reference_does():
-    for maker in (lambda: SenmlWriter().payload("n", 1, "data", [("c", math.nan, 1.0, None, 0, None)]),
-                  lambda: reference("n", 1, "data", [("c", math.nan, 1.0, None, 0, None)])):
+    frame = processed("n", 1, "data", [("c", math.nan, 1.0, None, 0, None)])
+    for maker in (lambda: SenmlWriter().payload(frame), lambda: reference(frame)):
         try:
             maker()
         except ValueError:
@@ -57,32 +55,8 @@ def test_writer_refuses_a_non_finite_time_as_the_reference_does():
         raise AssertionError("a NaN time must not become JSON")
 
 
-def route(**changes):
-    table = {"name": "r", "broker": "mqtt://h", "topic_prefix": "p", "include": ["*"], **changes}
-    return parse_routes([table], "t.toml")[0]
-
-
-def test_outbox_frames_match_read_and_encode_batch(tmp_path):
-    outbox = Outbox(str(tmp_path / "o.sqlite"), 10**9)
-    try:
-        frames = [
-            (1, "n1", 7, 0, 100.0, [("tc1", 1.5e9, 20.5, "Cel", 0, None), ("tc2", 1.5e9, None, "Cel", 2, "open"),
-                                    ("skip", 1.5e9, 3.0, None, 0, None)]),
-            (2, "n2", 8, 1, 100.0, [("store_depth", 1.5e9 + 1, 4.0, None, 0, None)]),
-            (3, "n1", 9, 0, 100.0, [("tc1", 1.5e9 + 2, b"\x01\x02", None, 1, "late")]),
-        ]
-        outbox.write_processed(frames, 3)
-        for fmt in ("senml", "json"):
-            cfg = route(format=fmt, exclude=["*/skip"], kinds=["data", "status"])
-            for after in (0, 4096, 4097, 4098, 8192, 3 * 4096):
-                blocks = [FrameBlock(*b) for b in outbox.read_frames(after, 10)]
-                fast = encode_frames(cfg, Selector(cfg), blocks)
-                batch = outbox.read(after, 100)
-                slow, consumed = encode_batch(cfg, Selector(cfg), batch, more=False) if batch else ([], after)
-                assert fast == slow, (fmt, after)
-                assert (blocks[-1].last_id if blocks else after) == consumed
-        cfg = route(format="json")
-        last = encode_frames(cfg, Selector(cfg), [FrameBlock(*b) for b in outbox.read_frames(8192, 10)])
-        assert [json.loads(m.payload)["value"] for m in last] == ["0102"] and last[0].last_id == 3 * 4096
-    finally:
-        outbox.close()
+def test_json_messages_carry_each_measurement_as_a_partner_reads_it():
+    frame = processed("n1", 9, "data", [("tc1", 1.5e9, 20.5, "Cel", 0, None), ("raw", 1.5e9 + 2, b"\x01\x02", None, 1, "late")])
+    docs = [json.loads(m.payload) for m in messages_of("json", "p", frame, SenmlWriter())]
+    assert [(d["channel"], d["value"], d["quality"], d["reason"], d["seq"]) for d in docs] == [
+        ("tc1", 20.5, "good", None, 9), ("raw", "0102", "uncertain", "late", 9)]

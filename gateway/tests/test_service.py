@@ -9,7 +9,7 @@ import pytest
 
 from smemet.gateway.config import load_config
 from smemet.gateway.service import Gateway
-from smemet.gateway.testing.nodes import SimNode, node_key, write_config
+from hil_tests.harness.nodes import SimNode, node_key, write_config
 from smemet.protocol import cose, gateway_side, messages
 
 NODES = [f"node-{i}" for i in range(8)]
@@ -363,7 +363,7 @@ async def test_stop_drains_pending_frames(tmp_path):
 async def test_metrics_endpoint_serves_on_loopback(tmp_path):
     import urllib.request
 
-    from smemet.gateway.testing.nodes import free_udp_port
+    from hil_tests.harness.nodes import free_udp_port
 
     port = free_udp_port()  # a free TCP port is very likely free too; retry is overkill here
     config = load_config(write_config(str(tmp_path), NODES))

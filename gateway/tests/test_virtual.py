@@ -8,9 +8,10 @@ import pytest
 
 from smemet.gateway.config import load_config
 from smemet.gateway.errors import OutboxFull
-from smemet.gateway.model import Reading, ReadingSink
+from smemet.gateway.modbus.poller import ReadingSink
+from smemet.gateway.spine import Reading
 from smemet.gateway.service import Gateway
-from smemet.gateway.testing.nodes import write_config
+from hil_tests.harness.nodes import write_config
 
 
 async def start(tmp_path, extra="", outbox=""):
@@ -31,7 +32,7 @@ async def wait_for_measurements(gateway, count, timeout=3.0):
 
 async def test_submit_commits_and_numbers_frames(tmp_path):
     gateway = await start(tmp_path, extra='[channels."plc-1/flow"]\nsteps = [{type = "calibration", gain = 10.0}]\n')
-    sink: ReadingSink = gateway.pipeline
+    sink: ReadingSink = gateway.commit
     now = time.time()
     try:
         assert await sink.submit("plc-1", [Reading("flow", now, 1.25, "m3/h"), Reading("level", now, 3.0, "m")]) == 1
@@ -53,7 +54,7 @@ async def test_submit_commits_and_numbers_frames(tmp_path):
     # sequence numbers continue after a restart
     gateway = await start(tmp_path)
     try:
-        assert await gateway.pipeline.submit("plc-1", [Reading("flow", now + 2, 1.0, None)]) == 3
+        assert await gateway.commit.submit("plc-1", [Reading("flow", now + 2, 1.0, None)]) == 3
     finally:
         await gateway.stop()
 
@@ -63,7 +64,7 @@ async def test_many_readings_are_split_into_frames(tmp_path):
     now = time.time()
     try:
         readings = [Reading(f"register_{i:03d}", now, float(i), "A") for i in range(300)]
-        last = await gateway.pipeline.submit("plc-2", readings)
+        last = await gateway.commit.submit("plc-2", readings)
         assert last > 1
         got = await wait_for_measurements(gateway, 300)
         assert sorted(m.value for m in got) == [float(i) for i in range(300)]
@@ -77,12 +78,12 @@ async def test_submit_refuses_when_full_and_for_keyed_names(tmp_path):
     now = time.time()
     try:
         with pytest.raises(ValueError, match="name of a keyed node"):
-            await gateway.pipeline.submit("node-1", [Reading("x", now, 1.0, None)])
+            await gateway.commit.submit("node-1", [Reading("x", now, 1.0, None)])
         with pytest.raises(ValueError, match="not a SenML name"):
-            await gateway.pipeline.submit("plc-1", [Reading("bad name", now, 1.0, None)])
+            await gateway.commit.submit("plc-1", [Reading("bad name", now, 1.0, None)])
         with pytest.raises(OutboxFull):
             for i in range(2000):
-                await gateway.pipeline.submit("plc-1", [Reading(f"r{j}", now + i, float(j), "A") for j in range(30)])
+                await gateway.commit.submit("plc-1", [Reading(f"r{j}", now + i, float(j), "A") for j in range(30)])
         assert gateway.metrics.registry.get_sample_value("smemet_gateway_storage_full") == 1
     finally:
         await gateway.stop()

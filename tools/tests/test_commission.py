@@ -10,7 +10,7 @@ import time
 import pytest
 
 from smemet.fieldtest import SupervisedGateway, free_port, is_private, smemet
-from smemet.gateway.testing.broker import MosquittoBroker
+from hil_tests.harness.broker import MosquittoBroker
 from smemet.sim_fleet import SIM_HEAP
 from smemet.simnode import SimNode
 

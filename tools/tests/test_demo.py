@@ -11,7 +11,7 @@ import sys
 import time
 
 from smemet.fieldtest import free_port, smemet
-from smemet.gateway.testing.broker import MosquittoBroker
+from hil_tests.harness.broker import MosquittoBroker
 
 SUMMARY = re.compile(r"^demo: (\d+) nodes, (\d+) measurements delivered, (\d+) lost", re.MULTILINE)
 

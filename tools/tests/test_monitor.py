@@ -6,7 +6,7 @@ import sys
 
 import paho.mqtt.client as mqtt
 
-from smemet.gateway.testing.broker import MosquittoBroker
+from hil_tests.harness.broker import MosquittoBroker
 from smemet.monitor import Table, sparkline
 
 

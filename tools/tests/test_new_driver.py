@@ -15,7 +15,7 @@ import pytest
 
 from smemet import firmware_tool
 from smemet.fieldtest import smemet
-from smemet.gateway.pipeline import redecode
+from smemet.gateway import opener
 from smemet.sim_fleet import SIM_HEAP
 from smemet.simnode import SimNode, micropython_path, read_store
 
@@ -78,8 +78,8 @@ def test_scaffold_builds_and_runs_from_config_json(firmware, tmp_path, monkeypat
             assert time.monotonic() < deadline, (readings, node.console_text()[-600:])
             time.sleep(0.3)
             for stored in read_store(node.flash)[0]:
-                opened = redecode(stored.frame, time.time())
-                if opened is not None and opened.content_type == 112:
+                opened = opener.decode(stored.frame, opener.read_header(stored.frame), time.time())
+                if opened.content_type == 112:
                     for name, value, reason in zip(opened.names, opened.values, opened.reasons):
                         readings[name] = (value, reason)
         assert node.memory_errors == 0

@@ -14,7 +14,7 @@ import pytest
 from smemet import sim_fleet
 from smemet.fieldtest import SupervisedGateway, smemet
 from smemet.firmware_tool import build
-from smemet.gateway.testing.nodes import SimNode
+from hil_tests.harness.nodes import SimNode
 
 
 @pytest.fixture

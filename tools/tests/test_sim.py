@@ -9,7 +9,7 @@ import sys
 import time
 
 from smemet.fieldtest import SupervisedGateway, is_private, smemet
-from smemet.gateway.testing.broker import MosquittoBroker
+from hil_tests.harness.broker import MosquittoBroker
 
 
 def test_sim_nodes_deliver_through_the_gateway_and_stop_on_ctrl_c(tmp_path):

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 FORMATS = ("json", "senml")
 KINDS = ("data", "status")
@@ -70,11 +70,16 @@ class RouteConfig:
         return f"{self.topic_prefix}/status"
 
 
-def parse_routes(tables: list[dict], where: str) -> list[RouteConfig]:
-    """Validate the ``[[routes]]`` tables; ``where`` names the file."""
+def parse_routes(tables: list[dict], where: str, base: str | None = None,
+                 gateway_id: str | None = None) -> list[RouteConfig]:
+    """Validate the ``[[routes]]`` tables; ``where`` names the file, ``base``
+    is the directory relative file paths start from (the config file's; by
+    default the current one), ``gateway_id`` the ``[gateway] id`` a route
+    names itself by unless it sets its own."""
     if not isinstance(tables, list):
         raise ConfigError(f"{where}: routes", "must be an array of tables ([[routes]])")
-    routes = [_parse_route(table, f"{where}: routes[{i}]") for i, table in enumerate(tables)]
+    base = base if base is not None else os.getcwd()
+    routes = [_parse_route(table, f"{where}: routes[{i}]", base, gateway_id) for i, table in enumerate(tables)]
     names: dict[str, int] = {}
     clients: dict[tuple[str, int, str], int] = {}
     for i, route in enumerate(routes):
@@ -96,7 +101,7 @@ def parse_routes(tables: list[dict], where: str) -> list[RouteConfig]:
     return routes
 
 
-def _parse_route(table: object, where: str) -> RouteConfig:
+def _parse_route(table: object, where: str, base: str, default_gateway_id: str | None) -> RouteConfig:
     if not isinstance(table, dict):
         raise ConfigError(where, "must be a table with name, broker, topic_prefix and include")
     for key in table:
@@ -110,9 +115,9 @@ def _parse_route(table: object, where: str) -> RouteConfig:
             f"{name!r} is not a valid route name: use 1-64 letters, digits, '.', '_' or '-'",
         )
     host, port, secure = _parse_broker(_require(table, "broker", str, where), f"{where}.broker")
-    tls = _parse_tls(table.get("tls"), secure, f"{where}.tls")
+    tls = _parse_tls(table.get("tls"), secure, f"{where}.tls", base)
     username = _optional(table, "username", str, where)
-    password = _parse_password(table, username, where)
+    password = _parse_password(table, username, where, base)
     prefix = _parse_prefix(_optional(table, "topic_prefix", str, where, "smemet"), f"{where}.topic_prefix")
     include = _parse_patterns(table, "include", where, required=True)
     exclude = _parse_patterns(table, "exclude", where, required=False)
@@ -138,7 +143,7 @@ def _parse_route(table: object, where: str) -> RouteConfig:
     in_flight = _optional(table, "max_in_flight", int, where, 100)
     if not 1 <= in_flight <= 65535:
         raise ConfigError(f"{where}.max_in_flight", f"{in_flight} is out of range; use 1 to 65535")
-    gateway_id = _optional(table, "gateway_id", str, where, "") or socket.gethostname()
+    gateway_id = _optional(table, "gateway_id", str, where, "") or default_gateway_id or socket.gethostname()
     client_id = _optional(table, "client_id", str, where, "") or f"smemet-{gateway_id}-{name}"
     if len(client_id.encode()) > 65535 or "\0" in client_id:
         raise ConfigError(f"{where}.client_id", "must be a UTF-8 string without NUL, up to 65535 bytes")
@@ -187,24 +192,31 @@ def _parse_broker(url: str, where: str) -> tuple[str, int, bool]:
     return parts.hostname, port or (8883 if secure else 1883), secure
 
 
-def _parse_tls(table: object, secure: bool, where: str) -> TlsConfig | None:
+def _path(base: str, value: str) -> str:
+    """A file path from the config: relative to the config file's directory."""
+    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+
+def _parse_tls(table: object, secure: bool, where: str, base: str) -> TlsConfig | None:
     if table is None:
         return TlsConfig() if secure else None
     if not isinstance(table, dict):
         raise ConfigError(where, "must be a table with ca, cert and key (file paths)")
     if not secure:
         raise ConfigError(where, "is set but the broker URL is mqtt://; use mqtts:// for TLS")
+    paths = {}
     for key, value in table.items():
         if key not in _TLS_KEYS:
             raise ConfigError(f"{where}.{key}", f"unknown key; valid keys are {', '.join(_TLS_KEYS)}")
         if not isinstance(value, str):
             raise ConfigError(f"{where}.{key}", f"must be a file path, not {value!r}")
-        _readable_file(value, f"{where}.{key}")
-    if ("cert" in table) != ("key" in table):
+        paths[key] = _path(base, value)
+        _readable_file(paths[key], f"{where}.{key}")
+    if ("cert" in paths) != ("key" in paths):
         raise ConfigError(where, "a client certificate needs both cert and key")
-    if "key" in table:
-        _owner_only(table["key"], f"{where}.key")
-    config = TlsConfig(ca=table.get("ca"), cert=table.get("cert"), key=table.get("key"))
+    if "key" in paths:
+        _owner_only(paths["key"], f"{where}.key")
+    config = TlsConfig(ca=paths.get("ca"), cert=paths.get("cert"), key=paths.get("key"))
     try:
         tls_context(config)  # unreadable PEM files fail now, not at the first connection
     except (ssl.SSLError, OSError, ValueError) as exc:
@@ -234,11 +246,11 @@ def tls_context(config: TlsConfig) -> ssl.SSLContext:
     return context
 
 
-def _parse_password(table: dict, username: str | None, where: str) -> str | None:
+def _parse_password(table: dict, username: str | None, where: str, base: str) -> str | None:
     if "password" in table and "password_file" in table:
         raise ConfigError(f"{where}.password", "set password or password_file, not both")
     if "password_file" in table:
-        path = _optional(table, "password_file", str, where)
+        path = _path(base, _optional(table, "password_file", str, where))
         _readable_file(path, f"{where}.password_file")
         _owner_only(path, f"{where}.password_file")
         with open(path, encoding="utf-8") as f:

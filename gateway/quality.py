@@ -1,5 +1,5 @@
 """Quality and reason codes: the one table that gives the small integers the
-kernels write their names.
+kernels, the processed frames and the outputs use their names.
 
 Quality codes are ordered by severity, so "worse" is simply "larger": a step
 only ever raises a sample's quality code, never lowers it.  When a step raises
@@ -8,7 +8,8 @@ as bad as its own verdict leaves the first reason in place (the first cause is
 the useful one to a field engineer).
 
 Both kernel implementations (Cython and pure Python) read their codes from
-here, so the two can never disagree on a number.
+here, so the two can never disagree on a number; the outbox stores quality
+as these codes and every sink names them from ``QUALITY_NAMES``.
 """
 
 QUALITY_NAMES = ("good", "uncertain", "bad")
@@ -34,6 +35,7 @@ REASON_TABLE = (
     ("rate-of-change", "changed faster than the configured max rate"),
     ("no-good-data", "aggregation window held no good or uncertain sample"),
     ("uncertain-inputs", "aggregation window included uncertain samples"),
+    ("no-cold-junction", "per-sample cold junction: the frame has no <channel>.cj reading at that time"),
 )
 REASON_NAMES = tuple(name for name, _meaning in REASON_TABLE)
 
@@ -53,6 +55,7 @@ SPIKE_REPLACED = 12
 RATE_OF_CHANGE = 13
 NO_GOOD_DATA = 14
 UNCERTAIN_INPUTS = 15
+NO_COLD_JUNCTION = 16
 
 _QUALITY_BY_NAME = {name: code for code, name in enumerate(QUALITY_NAMES)}
 _REASON_BY_NAME = {name: code for code, name in enumerate(REASON_NAMES)}

@@ -15,7 +15,7 @@ Use it as a context manager::
 or, in pytest, through the fixtures ``mosquitto_broker`` (plain) and
 ``make_broker`` (a factory taking the same options)::
 
-    pytest_plugins = ["smemet.gateway.testing.broker"]   # in a conftest.py
+    pytest_plugins = ["hil_tests.harness.broker"]   # in a conftest.py
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from .processes import stop_gracefully
+from smemet.processes import stop_gracefully
 
 _HOST = "127.0.0.1"
 

@@ -1,0 +1,196 @@
+"""What an MQTT sink publishes: topics and payloads for processed frames.
+Pure functions and a writer with caches, no I/O, so tests can check them
+without a broker.
+
+* ``json``: one message per measurement on ``<prefix>/<node>/<channel>``.
+* ``senml``: one message per frame (node, seq) on ``<prefix>/<node>``: a
+  resolved SenML-JSON pack (RFC 8428 §4.6: no base fields, absolute names and
+  times) whose records carry ``node`` and ``seq`` as extension fields.
+
+``json_payload`` and ``senml_payload`` (dicts through ``json.dumps``) are the
+reference; ``SenmlWriter`` writes the same bytes straight from a processed
+frame's columns, without a ``Measurement`` or a dict per record, because
+that encoding was the largest cost of publishing (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
+from typing import Sequence
+
+from ...spine import KIND_NAMES, QUALITY_GOOD, QUALITY_NAMES, Measurement, ProcessedFrame
+
+CONTENT_TYPES = {"json": "application/json", "senml": "application/senml+json"}
+_TOPIC_UNSAFE = str.maketrans({"+": "_", "#": "_", "\0": "_"})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+
+
+def topic_part(name: str) -> str:
+    """A node or channel name made safe as a topic level (no wildcards)."""
+    return name.translate(_TOPIC_UNSAFE)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/Infinity
+    return value
+
+
+def json_payload(m: Measurement) -> bytes:
+    doc = {
+        "node": m.node,
+        "seq": m.seq,
+        "channel": m.channel,
+        "time": m.time,
+        "value": _finite(m.value),
+        "unit": m.unit,
+        "quality": m.quality,
+        "reason": m.reason,
+        "kind": m.kind,
+    }
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def senml_record(m: Measurement) -> dict:
+    record: dict = {"n": f"{m.node}/{m.channel}", "t": m.time}
+    if m.unit:
+        record["u"] = m.unit
+    value = _finite(m.value)
+    if isinstance(value, bool):
+        record["vb"] = value
+    elif isinstance(value, str):
+        record["vs"] = value
+    elif value is not None:
+        record["v"] = value
+    record["node"] = m.node
+    record["seq"] = m.seq
+    record["quality"] = m.quality
+    if m.quality != QUALITY_GOOD or m.reason:
+        record["reason"] = m.reason
+    if m.kind != "data":
+        record["kind"] = m.kind
+    return record
+
+
+def senml_payload(frame: Sequence[Measurement]) -> bytes:
+    return json.dumps([senml_record(m) for m in frame], separators=(",", ":"), allow_nan=False).encode()
+
+
+def messages_of(fmt: str, prefix: str, frame: ProcessedFrame, writer: SenmlWriter) -> list[Message]:
+    """The messages for one (selected) processed frame."""
+    if fmt == "json":
+        return [
+            Message(f"{prefix}/{topic_part(m.node)}/{topic_part(m.channel)}", json_payload(m))
+            for m in frame.measurements()
+        ]
+    return [Message(f"{prefix}/{topic_part(frame.node)}", writer.payload(frame))]
+
+
+_QUALITY_PART = tuple(f',"quality":"{name}"' for name in QUALITY_NAMES)
+_float_repr = float.__repr__  # json.dumps writes floats and ints with their repr
+_int_repr = int.__repr__
+
+
+class _Unusual(Exception):
+    """A row the writer does not handle: encode the frame with the reference."""
+
+
+class SenmlWriter:
+    """``senml_payload``'s bytes from a processed frame's columns, with the
+    JSON of names and units cached across frames."""
+
+    def __init__(self) -> None:
+        self._heads: dict[tuple[str, str], str] = {}  # (node, channel) -> '{"n":"node/channel","t":'
+        self._units: dict[str | None, str] = {None: "", "": ""}  # unit -> ',"u":"Cel"'
+        # (node, channel, unit) -> (head, unit part): one look-up per row on the common path
+        self._pairs: dict[tuple, tuple[str, str]] = {}
+
+    def payload(self, frame: ProcessedFrame) -> bytes:
+        try:
+            return self._write(frame)
+        except (_Unusual, KeyError, TypeError):
+            return senml_payload(list(frame.measurements()))
+
+    def _pair(self, node: str, channel, unit) -> tuple[str, str]:
+        heads, units = self._heads, self._units
+        head = heads.get((node, channel))
+        if head is None:
+            if type(channel) is not str or len(heads) >= 100_000:
+                raise _Unusual
+            head = heads[(node, channel)] = '{"n":' + _json_str(f"{node}/{channel}") + ',"t":'
+        unit_part = units.get(unit)
+        if unit_part is None:
+            if type(unit) is not str or len(units) >= 10_000:
+                raise _Unusual
+            unit_part = units[unit] = ',"u":' + _json_str(unit)
+        pair = (head, unit_part)
+        if len(self._pairs) < 100_000:  # bounded: names come from nodes
+            self._pairs[(node, channel, unit)] = pair
+        return pair
+
+    def _write(self, frame: ProcessedFrame) -> bytes:
+        node, seq, kind = frame.node, frame.seq, KIND_NAMES[frame.kind]
+        if type(seq) is not int:
+            raise _Unusual
+        pairs = self._pairs
+        frame_part = ',"node":' + _json_str(node) + ',"seq":' + _int_repr(seq)
+        kind_part = "}" if kind == "data" else ',"kind":' + _json_str(kind) + "}"
+        good_tail = frame_part + _QUALITY_PART[0] + kind_part
+        quality_part = _QUALITY_PART
+        parts = []
+        add = parts.append
+        for channel, time, value, unit, quality, reason in zip(
+            frame.channels, frame.times, frame.values, frame.units, frame.quality, frame.reasons
+        ):
+            pair = pairs.get((node, channel, unit))
+            if pair is None:
+                pair = self._pair(node, channel, unit)
+            # The common row (float time and value, both finite, good, no
+            # reason) in one f-string; ``!r`` of an exact float is its repr,
+            # as json.dumps writes it.
+            if type(time) is float and type(value) is float and quality == 0 and not reason \
+                    and not (time - time) and not (value - value):
+                add(f'{pair[0]}{time!r}{pair[1]},"v":{value!r}{good_tail}')
+                continue
+            kind_of = type(time)
+            if kind_of is float:
+                if time - time:  # NaN or infinite: json.dumps refuses it
+                    raise _Unusual
+                time_text = _float_repr(time)
+            elif kind_of is int:
+                time_text = _int_repr(time)
+            else:
+                raise _Unusual
+            kind_of = type(value)
+            if kind_of is float:
+                value_part = "" if value - value else ',"v":' + _float_repr(value)
+            elif value is None:
+                value_part = ""
+            elif kind_of is int:
+                value_part = ',"v":' + _int_repr(value)
+            elif kind_of is bool:
+                value_part = ',"vb":true' if value else ',"vb":false'
+            elif kind_of is str:
+                value_part = ',"vs":' + _json_str(value)
+            elif kind_of is bytes:
+                value_part = ',"vs":"' + value.hex() + '"'
+            else:
+                raise _Unusual
+            if quality == 0 and not reason:
+                tail = quality_part[0]
+            elif reason is None:
+                tail = quality_part[quality] + ',"reason":null'
+            elif type(reason) is str:
+                tail = quality_part[quality] + ',"reason":' + _json_str(reason)
+            else:
+                raise _Unusual
+            add(pair[0] + time_text + pair[1] + value_part + frame_part + tail + kind_part)
+        return ("[" + ",".join(parts) + "]").encode()

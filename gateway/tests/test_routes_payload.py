@@ -6,7 +6,7 @@ import json
 
 from smemet.gateway.delivery import Selection
 from smemet.gateway.delivery.tracker import AckTracker
-from smemet.gateway.sinks.mqtt.payload import SenmlWriter, json_payload, messages_of, senml_record
+from smemet.gateway.sinks.mqtt.payload import PayloadWriter, json_payload, messages_of, senml_record
 from smemet.gateway.spine import KIND_DATA, KIND_STATUS, Measurement, ProcessedFrame
 
 
@@ -42,7 +42,7 @@ def test_selection_of_a_frame_keeps_the_ids_of_what_it_picks():
 
 
 def test_json_topics_and_unsafe_names():
-    messages = messages_of("json", "p", frame(1, "a+b", 3, ["tc1", "c#"]), SenmlWriter())
+    messages = messages_of("json", "p", frame(1, "a+b", 3, ["tc1", "c#"]), PayloadWriter())
     assert [x.topic for x in messages] == ["p/a_b/tc1", "p/a_b/c_"]
     assert [json.loads(x.payload)["seq"] for x in messages] == [3, 3]
 
@@ -61,7 +61,7 @@ def test_senml_records_by_value_type():
 
 
 def test_senml_is_one_message_per_frame_on_the_node_topic():
-    writer = SenmlWriter()
+    writer = PayloadWriter()
     messages = messages_of("senml", "p", frame(5, "n1", 9, ["tc1", "tc2"]), writer)
     assert [x.topic for x in messages] == ["p/n1"]
     pack = json.loads(messages[0].payload)

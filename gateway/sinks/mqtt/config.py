@@ -225,24 +225,11 @@ def _parse_tls(table: object, secure: bool, where: str, base: str) -> TlsConfig 
     return config
 
 
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """Closes itself when the handshake fails: paho leaves such a socket
-    open, leaking a descriptor on every failed attempt (a ResourceWarning)."""
-
-    def do_handshake(self, *args, **kwargs):
-        try:
-            return super().do_handshake(*args, **kwargs)
-        except BaseException:
-            self.close()
-            raise
-
-
 def tls_context(config: TlsConfig) -> ssl.SSLContext:
     """A client context verifying the broker (certificate and host name)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.ca)
     if config.cert:
         context.load_cert_chain(config.cert, config.key)
-    context.sslsocket_class = _ClosingSSLSocket
     return context
 
 

@@ -8,9 +8,11 @@ without a broker.
   times) whose records carry ``node`` and ``seq`` as extension fields.
 
 ``json_payload`` and ``senml_payload`` (dicts through ``json.dumps``) are the
-reference; ``SenmlWriter`` writes the same bytes straight from a processed
+reference.  The writers write the same bytes straight from a processed
 frame's columns, without a ``Measurement`` or a dict per record, because
-that encoding was the largest cost of publishing (docs/benchmarks.md).
+that encoding was the largest cost of publishing (docs/benchmarks.md):
+``_writer.pyx`` compiled, ``writer.py`` its pure-Python twin, chosen like
+every twin (``native.py``); ``PayloadWriter`` is the one in use.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
 from typing import Sequence
 
-from ...spine import KIND_NAMES, QUALITY_GOOD, QUALITY_NAMES, Measurement, ProcessedFrame
+from ... import native
+from ...spine import QUALITY_GOOD, Measurement, ProcessedFrame
 
 CONTENT_TYPES = {"json": "application/json", "senml": "application/senml+json"}
 _TOPIC_UNSAFE = str.maketrans({"+": "_", "#": "_", "\0": "_"})
@@ -49,7 +52,7 @@ def json_payload(m: Measurement) -> bytes:
         "node": m.node,
         "seq": m.seq,
         "channel": m.channel,
-        "time": m.time,
+        "time": _finite(m.time),
         "value": _finite(m.value),
         "unit": m.unit,
         "quality": m.quality,
@@ -60,7 +63,7 @@ def json_payload(m: Measurement) -> bytes:
 
 
 def senml_record(m: Measurement) -> dict:
-    record: dict = {"n": f"{m.node}/{m.channel}", "t": m.time}
+    record: dict = {"n": f"{m.node}/{m.channel}", "t": _finite(m.time)}  # an overflowed time: null, never a stuck route
     if m.unit:
         record["u"] = m.unit
     value = _finite(m.value)
@@ -84,113 +87,22 @@ def senml_payload(frame: Sequence[Measurement]) -> bytes:
     return json.dumps([senml_record(m) for m in frame], separators=(",", ":"), allow_nan=False).encode()
 
 
-def messages_of(fmt: str, prefix: str, frame: ProcessedFrame, writer: SenmlWriter) -> list[Message]:
+def load_writer(name: str | None = None):
+    """The writer module by name ("cython", "pure") or the one in use."""
+    return native.load("smemet.gateway.sinks.mqtt._writer", "smemet.gateway.sinks.mqtt.writer", name)
+
+
+PayloadWriter = load_writer().PayloadWriter
+
+
+def messages_of(fmt: str, prefix: str, frame: ProcessedFrame, writer) -> list[Message]:
     """The messages for one (selected) processed frame."""
+    node = topic_part(frame.node)
     if fmt == "json":
         return [
-            Message(f"{prefix}/{topic_part(m.node)}/{topic_part(m.channel)}", json_payload(m))
-            for m in frame.measurements()
+            Message(f"{prefix}/{node}/{topic_part(channel)}", payload)
+            for channel, payload in zip(frame.channels, writer.json_payloads(frame))
         ]
-    return [Message(f"{prefix}/{topic_part(frame.node)}", writer.payload(frame))]
+    return [Message(f"{prefix}/{node}", writer.senml_payload(frame))]
 
 
-_QUALITY_PART = tuple(f',"quality":"{name}"' for name in QUALITY_NAMES)
-_float_repr = float.__repr__  # json.dumps writes floats and ints with their repr
-_int_repr = int.__repr__
-
-
-class _Unusual(Exception):
-    """A row the writer does not handle: encode the frame with the reference."""
-
-
-class SenmlWriter:
-    """``senml_payload``'s bytes from a processed frame's columns, with the
-    JSON of names and units cached across frames."""
-
-    def __init__(self) -> None:
-        self._heads: dict[tuple[str, str], str] = {}  # (node, channel) -> '{"n":"node/channel","t":'
-        self._units: dict[str | None, str] = {None: "", "": ""}  # unit -> ',"u":"Cel"'
-        # (node, channel, unit) -> (head, unit part): one look-up per row on the common path
-        self._pairs: dict[tuple, tuple[str, str]] = {}
-
-    def payload(self, frame: ProcessedFrame) -> bytes:
-        try:
-            return self._write(frame)
-        except (_Unusual, KeyError, TypeError):
-            return senml_payload(list(frame.measurements()))
-
-    def _pair(self, node: str, channel, unit) -> tuple[str, str]:
-        heads, units = self._heads, self._units
-        head = heads.get((node, channel))
-        if head is None:
-            if type(channel) is not str or len(heads) >= 100_000:
-                raise _Unusual
-            head = heads[(node, channel)] = '{"n":' + _json_str(f"{node}/{channel}") + ',"t":'
-        unit_part = units.get(unit)
-        if unit_part is None:
-            if type(unit) is not str or len(units) >= 10_000:
-                raise _Unusual
-            unit_part = units[unit] = ',"u":' + _json_str(unit)
-        pair = (head, unit_part)
-        if len(self._pairs) < 100_000:  # bounded: names come from nodes
-            self._pairs[(node, channel, unit)] = pair
-        return pair
-
-    def _write(self, frame: ProcessedFrame) -> bytes:
-        node, seq, kind = frame.node, frame.seq, KIND_NAMES[frame.kind]
-        if type(seq) is not int:
-            raise _Unusual
-        pairs = self._pairs
-        frame_part = ',"node":' + _json_str(node) + ',"seq":' + _int_repr(seq)
-        kind_part = "}" if kind == "data" else ',"kind":' + _json_str(kind) + "}"
-        good_tail = frame_part + _QUALITY_PART[0] + kind_part
-        quality_part = _QUALITY_PART
-        parts = []
-        add = parts.append
-        for channel, time, value, unit, quality, reason in zip(
-            frame.channels, frame.times, frame.values, frame.units, frame.quality, frame.reasons
-        ):
-            pair = pairs.get((node, channel, unit))
-            if pair is None:
-                pair = self._pair(node, channel, unit)
-            # The common row (float time and value, both finite, good, no
-            # reason) in one f-string; ``!r`` of an exact float is its repr,
-            # as json.dumps writes it.
-            if type(time) is float and type(value) is float and quality == 0 and not reason \
-                    and not (time - time) and not (value - value):
-                add(f'{pair[0]}{time!r}{pair[1]},"v":{value!r}{good_tail}')
-                continue
-            kind_of = type(time)
-            if kind_of is float:
-                if time - time:  # NaN or infinite: json.dumps refuses it
-                    raise _Unusual
-                time_text = _float_repr(time)
-            elif kind_of is int:
-                time_text = _int_repr(time)
-            else:
-                raise _Unusual
-            kind_of = type(value)
-            if kind_of is float:
-                value_part = "" if value - value else ',"v":' + _float_repr(value)
-            elif value is None:
-                value_part = ""
-            elif kind_of is int:
-                value_part = ',"v":' + _int_repr(value)
-            elif kind_of is bool:
-                value_part = ',"vb":true' if value else ',"vb":false'
-            elif kind_of is str:
-                value_part = ',"vs":' + _json_str(value)
-            elif kind_of is bytes:
-                value_part = ',"vs":"' + value.hex() + '"'
-            else:
-                raise _Unusual
-            if quality == 0 and not reason:
-                tail = quality_part[0]
-            elif reason is None:
-                tail = quality_part[quality] + ',"reason":null'
-            elif type(reason) is str:
-                tail = quality_part[quality] + ',"reason":' + _json_str(reason)
-            else:
-                raise _Unusual
-            add(pair[0] + time_text + pair[1] + value_part + frame_part + tail + kind_part)
-        return ("[" + ",".join(parts) + "]").encode()

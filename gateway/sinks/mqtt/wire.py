@@ -1,0 +1,326 @@
+"""MQTT 3.1.1 and 5.0 packets for a publishing client, sans-IO: bytes out
+for CONNECT, PUBLISH, PINGREQ and DISCONNECT; ``Decoder`` turns the bytes a
+broker sends into ``Connack``, ``Puback``, ``Pingresp`` and ``Disconnect``
+values.  No sockets, no clocks (h11's discipline); ``client.py`` does the I/O.
+
+Only what a gateway publishing QoS 1 needs: no subscriptions, no QoS 2, no
+enhanced authentication.  References: MQTT 3.1.1 (OASIS, 2014) §2-§3 and
+MQTT 5.0 (OASIS, 2019) §2-§3.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+V311 = 4  # protocol level in CONNECT
+V5 = 5
+
+CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
+PINGREQ, PINGRESP, DISCONNECT, AUTH = 12, 13, 14, 15
+
+# MQTT 5 property identifiers used here (§2.2.2.2)
+P_PAYLOAD_FORMAT = 0x01
+P_MESSAGE_EXPIRY = 0x02
+P_CONTENT_TYPE = 0x03
+P_SERVER_KEEP_ALIVE = 0x13
+P_REASON_STRING = 0x1F
+P_RECEIVE_MAXIMUM = 0x21
+P_USER_PROPERTY = 0x26
+P_MAXIMUM_PACKET_SIZE = 0x27
+
+# property id -> its data type, for skipping the ones we do not use
+_BYTE, _TWO, _FOUR, _VARINT, _TEXT, _BINARY, _PAIR = range(7)
+_PROPERTY_TYPES = {
+    0x01: _BYTE, 0x02: _FOUR, 0x03: _TEXT, 0x08: _TEXT, 0x09: _BINARY, 0x0B: _VARINT, 0x11: _FOUR, 0x12: _TEXT,
+    0x13: _TWO, 0x15: _TEXT, 0x16: _BINARY, 0x17: _BYTE, 0x18: _FOUR, 0x19: _BYTE, 0x1A: _TEXT, 0x1C: _TEXT,
+    0x1F: _TEXT, 0x21: _TWO, 0x22: _TWO, 0x23: _TWO, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _FOUR,
+    0x28: _BYTE, 0x29: _BYTE, 0x2A: _BYTE,
+}
+
+# CONNACK return codes of 3.1.1 (§3.2.2.3) and the reason codes of 5.0 (§3.2.2.2) worth naming
+CONNACK_311 = {
+    1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
+    4: "bad user name or password", 5: "not authorized",
+}
+REASONS_5 = {
+    0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error", 0x83: "implementation specific error",
+    0x84: "unsupported protocol version", 0x85: "client identifier not valid", 0x86: "bad user name or password",
+    0x87: "not authorized", 0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned",
+    0x8B: "server shutting down", 0x8C: "bad authentication method", 0x8D: "keep alive timeout",
+    0x8E: "session taken over", 0x90: "topic name invalid", 0x91: "packet identifier in use",
+    0x93: "receive maximum exceeded", 0x94: "topic alias invalid", 0x95: "packet too large",
+    0x97: "quota exceeded", 0x99: "payload format invalid", 0x9A: "retain not supported",
+    0x9B: "QoS not supported", 0x9C: "use another server", 0x9D: "server moved", 0x9F: "connection rate exceeded",
+}
+LOGIN_REFUSED = frozenset({(V311, 4), (V311, 5), (V5, 0x86), (V5, 0x87), (V5, 0x8C)})
+
+
+class WireError(Exception):
+    """The broker sent bytes that are not a valid MQTT packet."""
+
+
+def reason_text(version: int, code: int) -> str:
+    if version == V311:
+        return CONNACK_311.get(code, f"return code {code}")
+    return REASONS_5.get(code, f"reason code 0x{code:02X}")
+
+
+# ---------------------------------------------------------------- encoding
+
+def varint(n: int) -> bytes:
+    """The Variable Byte Integer (§1.5.5 / §1.5.5)."""
+    if not 0 <= n <= 268_435_455:
+        raise ValueError("MQTT remaining length out of range")
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def text(value: str) -> bytes:
+    data = value.encode("utf-8")
+    if len(data) > 65535:
+        raise ValueError("an MQTT string holds at most 65535 bytes")
+    return struct.pack(">H", len(data)) + data
+
+
+def binary(value: bytes) -> bytes:
+    if len(value) > 65535:
+        raise ValueError("MQTT binary data holds at most 65535 bytes")
+    return struct.pack(">H", len(value)) + value
+
+
+def _packet(kind: int, flags: int, body: bytes) -> bytes:
+    return bytes([(kind << 4) | flags]) + varint(len(body)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+def connect(client_id: str, keepalive: int, version: int, *, username: str | None = None,
+            password: str | None = None, will: Will | None = None, clean: bool = True) -> bytes:
+    """CONNECT (§3.1).  MQTT 5: clean start, no session expiry (a new session
+    every time: the durable cursor, not the broker, remembers what was sent)."""
+    flags = 0x02 if clean else 0
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+    if password is not None:
+        flags |= 0x40
+    if username is not None:
+        flags |= 0x80
+    body = bytearray(text("MQTT"))
+    body.append(version)
+    body.append(flags)
+    body += struct.pack(">H", keepalive)
+    if version == V5:
+        body += varint(0)  # no CONNECT properties
+    body += text(client_id)
+    if will is not None:
+        if version == V5:
+            body += varint(0)  # no will properties
+        body += text(will.topic)
+        body += binary(will.payload)
+    if username is not None:
+        body += text(username)
+    if password is not None:
+        body += binary(password.encode("utf-8"))
+    return _packet(CONNECT, 0, bytes(body))
+
+
+def publish_properties(content_type: str | None = None, payload_format: int | None = None,
+                       message_expiry: int | None = None, user: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """A PUBLISH property block (§3.3.2.3), length included."""
+    props = bytearray()
+    if payload_format is not None:
+        props += bytes([P_PAYLOAD_FORMAT, payload_format])
+    if message_expiry:
+        props += bytes([P_MESSAGE_EXPIRY]) + struct.pack(">I", message_expiry)
+    if content_type is not None:
+        props += bytes([P_CONTENT_TYPE]) + text(content_type)
+    for key, value in user:
+        props += bytes([P_USER_PROPERTY]) + text(key) + text(value)
+    return varint(len(props)) + bytes(props)
+
+
+def publish(topic: bytes, payload: bytes, packet_id: int, qos: int = 1, retain: bool = False, dup: bool = False,
+            properties: bytes | None = None) -> bytes:
+    """PUBLISH (§3.3).  ``topic``: the topic already as an MQTT string
+    (``text(topic)``, so a sink encodes each topic once); ``properties``:
+    MQTT 5's block (``publish_properties``), None for 3.1.1."""
+    flags = (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+    head = topic + (struct.pack(">H", packet_id) if qos else b"")
+    if properties is not None:
+        head += properties
+    length = len(head) + len(payload)
+    return bytes([(PUBLISH << 4) | flags]) + varint(length) + head + payload
+
+
+PINGREQ_BYTES = bytes([PINGREQ << 4, 0])
+
+
+def disconnect(version: int) -> bytes:
+    """DISCONNECT, normal: the broker discards the will (§3.14)."""
+    if version == V5:
+        return bytes([DISCONNECT << 4, 1, 0x00])
+    return bytes([DISCONNECT << 4, 0])
+
+
+# ---------------------------------------------------------------- decoding
+
+@dataclass(frozen=True, slots=True)
+class Connack:
+    code: int  # 0: accepted
+    session_present: bool = False
+    receive_maximum: int = 65535
+    server_keep_alive: int | None = None
+    reason: str | None = None  # MQTT 5 reason string
+
+
+@dataclass(frozen=True, slots=True)
+class Puback:
+    packet_id: int
+    code: int = 0  # MQTT 5: >= 0x80 is a refusal
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pingresp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    code: int = 0
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Decoder:
+    """Feed bytes, get packets; keeps a partial packet between feeds."""
+
+    version: int
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list:
+        buffer = self._buffer
+        buffer += data
+        packets = []
+        at = 0
+        end = len(buffer)
+        while at < end:
+            # fixed header: type/flags, then a 1-4 byte remaining length
+            if end - at < 2:
+                break
+            length = 0
+            shift = 0
+            i = at + 1
+            while True:
+                if i >= end:
+                    length = -1
+                    break
+                byte = buffer[i]
+                length |= (byte & 0x7F) << shift
+                i += 1
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise WireError("remaining length longer than 4 bytes")
+            if length < 0 or end - i < length:
+                break
+            kind = buffer[at] >> 4
+            body = bytes(buffer[i:i + length])
+            at = i + length
+            packets.append(self._packet(kind, body))
+        del buffer[:at]
+        return packets
+
+    def _packet(self, kind: int, body: bytes):
+        if kind == PUBACK:
+            if len(body) < 2:
+                raise WireError("PUBACK shorter than its packet identifier")
+            packet_id = (body[0] << 8) | body[1]
+            if len(body) == 2:
+                return Puback(packet_id)
+            code = body[2]
+            reason = _properties(body, 3).get(P_REASON_STRING) if len(body) > 3 else None
+            return Puback(packet_id, code, reason)
+        if kind == CONNACK:
+            if len(body) < 2:
+                raise WireError("CONNACK shorter than 2 bytes")
+            props = _properties(body, 2) if self.version == V5 and len(body) > 2 else {}
+            return Connack(body[1], bool(body[0] & 1), props.get(P_RECEIVE_MAXIMUM, 65535),
+                           props.get(P_SERVER_KEEP_ALIVE), props.get(P_REASON_STRING))
+        if kind == PINGRESP:
+            return Pingresp()
+        if kind == DISCONNECT:
+            if not body:
+                return Disconnect()
+            props = _properties(body, 1) if len(body) > 1 else {}
+            return Disconnect(body[0], props.get(P_REASON_STRING))
+        if kind == AUTH:
+            raise WireError("the broker asked for enhanced authentication, which this gateway does not do")
+        raise WireError(f"unexpected packet type {kind} from the broker")
+
+
+def _properties(body: bytes, at: int) -> dict:
+    """The MQTT 5 property block at ``at``: id -> value (the last one wins;
+    user properties are skipped)."""
+    length, at = _read_varint(body, at)
+    end = at + length
+    if end > len(body):
+        raise WireError("property block runs past the packet")
+    found = {}
+    while at < end:
+        pid = body[at]
+        at += 1
+        kind = _PROPERTY_TYPES.get(pid)
+        if kind is None:
+            raise WireError(f"unknown MQTT 5 property 0x{pid:02X}")
+        if kind == _BYTE:
+            value, at = body[at], at + 1
+        elif kind == _TWO:
+            value, at = (body[at] << 8) | body[at + 1], at + 2
+        elif kind == _FOUR:
+            value, at = int.from_bytes(body[at:at + 4], "big"), at + 4
+        elif kind == _VARINT:
+            value, at = _read_varint(body, at)
+        elif kind in (_TEXT, _BINARY):
+            n = (body[at] << 8) | body[at + 1]
+            raw = body[at + 2:at + 2 + n]
+            value, at = (raw.decode("utf-8", "replace") if kind == _TEXT else raw), at + 2 + n
+        else:  # a string pair
+            for _ in range(2):
+                n = (body[at] << 8) | body[at + 1]
+                at += 2 + n
+            continue
+        found[pid] = value
+    if at != end:
+        raise WireError("property block does not end where its length says")
+    return found
+
+
+def _read_varint(body: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(body):
+            raise WireError("truncated variable byte integer")
+        byte = body[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+        if shift > 21:
+            raise WireError("variable byte integer longer than 4 bytes")

@@ -143,7 +143,7 @@ class Setup:
         self.profiler = None
         if PROFILE:
             self.profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(self.gateway.pid), "--rate", "250", "--nonblocking",
+                ["py-spy", "record", "--pid", str(self.gateway.pid), "--rate", "250", "--nonblocking", "--gil",
                  "--format", PROFILE["format"], "--output", PROFILE["output"]],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -180,12 +180,14 @@ def throughput(identities: int, frames_per_node: int) -> dict:
                 worker.start()
             for _ in workers:
                 done.get(timeout=300)  # frames built
-            cpu_before = bench_gateway._cpu_seconds(setup.gateway.pid)  # noqa: SLF001
+            cpu_before = bench_gateway._cpu_split(setup.gateway.pid)  # noqa: SLF001
             started = time.time()
             start.set()
             arrived = setup.counter.wait_for(expected, timeout=600)
             elapsed = setup.counter.last_arrival - started
-            cpu = bench_gateway._cpu_seconds(setup.gateway.pid) - cpu_before  # noqa: SLF001
+            user, system = (after - before for after, before in
+                            zip(bench_gateway._cpu_split(setup.gateway.pid), cpu_before))  # noqa: SLF001
+            cpu = user + system
             rss = _peak_rss_mb(setup.gateway.pid)
             for worker in workers:
                 worker.join(30)
@@ -205,6 +207,7 @@ def throughput(identities: int, frames_per_node: int) -> dict:
         "frames_per_s": round(total_frames / elapsed),
         "measurements_per_s": round(expected / elapsed),
         "gateway_cpu_s_per_100k": round(cpu / expected * 100_000, 3),
+        "gateway_system_cpu_s_per_100k": round(system / expected * 100_000, 3),
         "gateway_rss_mb": round(rss, 1),
     }
 

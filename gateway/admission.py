@@ -47,11 +47,19 @@ class Admission:
         self._rejected: dict[str, object] = {}
         self._last_seen: dict[str, object] = {}
         self._last_seen_at: dict[str, float] = {}
+        self._peer: dict[str, tuple[str, object]] = {}
+        self.rejects: dict[str, dict[str, int]] = {}  # registered node -> reason -> count
+        self.rejects_total: dict[str, int] = {}  # reason -> count, every sender
 
     @property
     def last_seen(self) -> dict[str, float]:
         """node -> when its last valid frame arrived (Unix s)."""
         return self._last_seen_at
+
+    @property
+    def peers(self) -> dict[str, tuple[str, object]]:
+        """node -> (link name, address) its last valid frame came from."""
+        return self._peer
 
     def handle(self, frame: bytes, link: Link, address) -> None:
         """One frame from ``link``."""
@@ -89,23 +97,27 @@ class Admission:
         except ProtocolError as exc:
             self._reject(exc, link, address, node)
             return
-        self._seen(node, now)
+        self._seen(node, now, link, address)
         self._commit.admit(Admitted(opened, [(link, address)]))
 
-    def _seen(self, node: str, now: float) -> None:
+    def _seen(self, node: str, now: float, link: Link, address) -> None:
         gauge = self._last_seen.get(node)
         if gauge is None:
             gauge = self._last_seen[node] = self._metrics.node_last_seen.labels(node)
         gauge.set(now)
         self._last_seen_at[node] = now
+        self._peer[node] = (link.name, address)
 
     def _reject(self, exc: ProtocolError, link: Link, address, node: str | None) -> None:
         counter = self._rejected.get(exc.reason)
         if counter is None:
             counter = self._rejected[exc.reason] = self._metrics.frames_rejected.labels(exc.reason)
         counter.inc()
+        self.rejects_total[exc.reason] = self.rejects_total.get(exc.reason, 0) + 1
         if node is not None and self._key_for(node.encode()) is not None:  # registered nodes only: bounded labels
             self._metrics.node_frames_rejected.labels(node, exc.reason).inc()
+            per_node = self.rejects.setdefault(node, {})
+            per_node[exc.reason] = per_node.get(exc.reason, 0) + 1
         allowed, suppressed = self._log_limit.allow(exc.reason)
         if allowed:
             log.warning(

@@ -46,11 +46,11 @@ from typing import Any
 from . import kernels as _kernels
 from . import quality as codes
 from .errors import ConfigError
-from .kernels.batch import run_chain as _pure_run_chain  # works on either twin's kernels (their ``process``)
+from .kernels.batch import run_chain as _pure_run_chain
+from .settings import Table, quoted  # works on either twin's kernels (their ``process``)
 
 __all__ = ["STEP_TYPES", "Chain", "ChainResult", "chain_from_config"]
 
-_REQUIRED = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,80 +79,12 @@ class ChainResult:
         return zip(self.times, self.values, self.quality, self.reasons)
 
 
-class _StepReader:
-    """Reads one step's parameters, raising ConfigError with the key path and
-    what would be valid; ``finish`` rejects keys nobody asked for."""
-
-    def __init__(self, step: Mapping[str, Any], where: str, valid_keys: Sequence[str]) -> None:
-        self.step = step
-        self.where = where
-        self.valid_keys = ("type", *valid_keys)
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.where}.{key}", message)
-
-    def has(self, key: str) -> bool:
-        return key in self.step
-
-    def number(self, key: str, default: Any = _REQUIRED, *, above: float | None = None,
-               at_least: float | None = None, at_most: float | None = None) -> float:
-        if key not in self.step:
-            if default is _REQUIRED:
-                raise self.error(key, "missing; a number is required")
-            return default
-        raw = self.step[key]
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-            raise self.error(key, f"must be a finite number, not {raw!r}")
-        value = float(raw)
-        if above is not None and not value > above:
-            raise self.error(key, f"must be greater than {above:g}, not {raw!r}")
-        if at_least is not None and value < at_least:
-            raise self.error(key, f"must be at least {at_least:g}, not {raw!r}")
-        if at_most is not None and value > at_most:
-            raise self.error(key, f"must be at most {at_most:g}, not {raw!r}")
-        return value
-
-    def integer(self, key: str, *, at_least: int, at_most: int) -> int:
-        if key not in self.step:
-            raise self.error(key, f"missing; an integer {at_least}..{at_most} is required")
-        raw = self.step[key]
-        if isinstance(raw, bool) or not isinstance(raw, int) or not at_least <= raw <= at_most:
-            raise self.error(key, f"must be an integer {at_least}..{at_most}, not {raw!r}")
-        return raw
-
-    def choice(self, key: str, options: Sequence[str], default: Any = _REQUIRED) -> str:
-        if key not in self.step:
-            if default is _REQUIRED:
-                raise self.error(key, f"missing; one of {_quoted(options)} is required")
-            return default
-        raw = self.step[key]
-        if raw not in options:
-            raise self.error(key, f"must be one of {_quoted(options)}, not {raw!r}")
-        return raw
-
-    def numbers(self, key: str) -> tuple[float, ...]:
-        raw = self.step[key]
-        if not isinstance(raw, (list, tuple)) or not raw:
-            raise self.error(key, f"must be a non-empty list of numbers, not {raw!r}")
-        for i, c in enumerate(raw):
-            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
-                raise self.error(f"{key}[{i}]", f"must be a finite number, not {c!r}")
-        return tuple(float(c) for c in raw)
-
-    def finish(self) -> None:
-        for key in self.step:
-            if key not in self.valid_keys:
-                valid = _quoted(k for k in self.valid_keys if k != "type")
-                raise self.error(key, f"unknown parameter for a {self.step['type']!r} step; valid: {valid}")
-
-
-def _quoted(names: Any) -> str:
-    return ", ".join(repr(n) for n in names)
+_quoted = quoted
 
 
 # Each builder reads its step and returns (kernel, needs per-sample CJ, drops points).
 
-def _calibration(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+def _calibration(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     if p.has("coefficients"):
         if p.has("gain") or p.has("offset"):
             raise p.error("coefficients", "give either gain/offset or coefficients, not both")
@@ -160,23 +92,23 @@ def _calibration(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
     return k.Linear(p.number("gain", 1.0), p.number("offset", 0.0)), False, False
 
 
-def _thermocouple(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+def _thermocouple(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     kind = p.choice("kind", ("K", "S", "R", "B"))
-    if p.step.get("cold_junction") == "per-sample":
+    if p.get("cold_junction") == "per-sample":
         return k.Thermocouple(kind, 0.0), True, False
-    if p.has("cold_junction") and isinstance(p.step["cold_junction"], str):
+    if p.has("cold_junction") and isinstance(p.get("cold_junction"), str):
         raise p.error("cold_junction", "must be a temperature in °C or \"per-sample\"")
-    return k.Thermocouple(kind, p.number("cold_junction", at_least=-273.15)), False, False
+    return k.Thermocouple(kind, p.number("cold_junction", low=-273.15)), False, False
 
 
-def _current_loop(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+def _current_loop(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     lrv, urv = p.number("lrv"), p.number("urv")
     if lrv == urv:
         raise p.error("urv", "must differ from lrv (the span would be zero)")
     return k.CurrentLoop(lrv, urv), False, False
 
 
-def _range(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+def _range(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     if not (p.has("min") or p.has("max")):
         raise p.error("min", "a range step needs 'min', 'max' or both")
     low, high = p.number("min", -math.inf), p.number("max", math.inf)
@@ -185,36 +117,36 @@ def _range(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
     return k.RangeCheck(low, high), False, False
 
 
-def _hampel(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
-    window = p.integer("window", at_least=3, at_most=10_000)
+def _hampel(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
+    window = p.integer("window", low=3, high=10_000)
     return k.Hampel(window, p.number("threshold", 3.0, above=0.0)), False, False
 
 
-def _deadband(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
-    absolute = p.number("absolute", 0.0, at_least=0.0)
-    percent = p.number("percent", 0.0, at_least=0.0)
+def _deadband(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
+    absolute = p.number("absolute", 0.0, low=0.0)
+    percent = p.number("percent", 0.0, low=0.0)
     if absolute == 0.0 and percent == 0.0:
         raise p.error("absolute", "a deadband step needs 'absolute' or 'percent' greater than 0")
-    max_silence = p.number("max_silence", 0.0, at_least=0.0)
+    max_silence = p.number("max_silence", 0.0, low=0.0)
     return k.Deadband(absolute, percent, max_silence), False, True
 
 
-def _ema(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+def _ema(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     if p.has("alpha") == p.has("time_constant"):
         raise p.error("alpha", "an ema step needs exactly one of 'alpha' (0 < alpha <= 1) "
                                "or 'time_constant' (seconds > 0)")
     if p.has("alpha"):
-        return k.Ema(p.number("alpha", above=0.0, at_most=1.0), 0.0), False, False
+        return k.Ema(p.number("alpha", above=0.0, high=1.0), 0.0), False, False
     return k.Ema(1.0, p.number("time_constant", above=0.0)), False, False
 
 
-def _rate_limit(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+def _rate_limit(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     max_rate = p.number("max_rate", above=0.0)
     flag = p.choice("flag", ("bad", "uncertain"), "bad")
     return k.RateLimit(max_rate, codes.quality_code(flag)), False, False
 
 
-def _aggregate(p: _StepReader, k: ModuleType) -> tuple[Any, bool, bool]:
+def _aggregate(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     period = p.number("period", above=0.0)
     function = p.choice("function", ("mean", "min", "max", "count"), "mean")
     return k.Aggregate(period, function), False, True
@@ -264,7 +196,7 @@ class Chain:
                 problem = "missing 'type'" if step_type is None else f"unknown step type {step_type!r}"
                 raise ConfigError(f"{step_where}.type", f"{problem}; valid: {_quoted(STEP_TYPES)}")
             builder, keys = STEP_TYPES[step_type]
-            reader = _StepReader(step, step_where, keys)
+            reader = Table(step, step_where, ("type", *keys), context=f" for a {step_type!r} step")
             kernel, per_sample_cj, drops_points = builder(reader, k)
             reader.finish()
             if per_sample_cj and dropping_step is not None:

@@ -9,25 +9,17 @@ documented reference is docs/gateway.toml.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .settings import Table
 
 DEFAULT_UDP_PORT = 47000
 DEFAULT_METRICS_PORT = 9470
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    None: 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LEVELS = ("debug", "info", "warning", "error")
 _FORMATS = ("logfmt", "json")
 
@@ -113,93 +105,6 @@ def _lookup(entries: tuple, name: str):
     return None
 
 
-class _Table:
-    """Reads one TOML table, with the key path for errors; ``finish``
-    rejects unknown keys (a typo must not be silently ignored)."""
-
-    def __init__(self, data: Any, where: str, keys: tuple[str, ...]) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(where, f"must be a table, not {type(data).__name__}")
-        self.data = data
-        self.where = where
-        self.keys = keys
-
-    def at(self, key: str) -> str:
-        return f"{self.where}.{key}" if not self.where.endswith(": ") else f"{self.where}{key}"
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(self.at(key), message)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def text(self, key: str, default: Any = None, *, required: bool = False) -> Any:
-        if key not in self.data:
-            if required:
-                raise self.error(key, "missing; a text value is required")
-            return default
-        value = self.data[key]
-        if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a non-empty string, not {value!r}")
-        return value
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.error(key, f"must be an integer {low}..{high}, not {value!r}")
-        return value
-
-    def number(self, key: str, default: float, low: float, high: float) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise self.error(key, f"must be a number {low:g}..{high:g}, not {value!r}")
-        return float(value)
-
-    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        value = self.data.get(key, default)
-        if value not in options:
-            raise self.error(key, f"must be one of {', '.join(repr(o) for o in options)}, not {value!r}")
-        return value
-
-    def size(self, key: str, default: int) -> int:
-        value = self.data.get(key, default)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-        match = _SIZE.match(value) if isinstance(value, str) else None
-        if not match or float(match.group(1)) <= 0:
-            raise self.error(key, f"must be a size such as 500MB, 2GiB or a byte count, not {value!r}")
-        unit = match.group(2).lower() if match.group(2) else None
-        return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-    def duration(self, key: str, default: float) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        match = _DURATION.match(value) if isinstance(value, str) else None
-        if not match:
-            raise self.error(key, f"must be a duration such as 30s, 15m, 12h, 7d or seconds, not {value!r}")
-        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-    def path(self, key: str, base: str, default: str | None = None) -> str:
-        value = self.text(key, default, required=default is None)
-        return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
-
-    def finish(self) -> None:
-        for key in self.data:
-            if key not in self.keys:
-                valid = ", ".join(repr(k) for k in self.keys)
-                raise self.error(key, f"unknown setting; valid here: {valid}")
-
-
-def _address(table: _Table, key: str, default: str) -> str:
-    value = table.text(key, default)
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise table.error(key, f"must be an IPv4 or IPv6 address such as 0.0.0.0, ::, 127.0.0.1, not {value!r}") from None
-    return value
-
-
 def load_config(path: str) -> GatewayConfig:
     """Read and validate ``path``; raises ConfigError."""
     try:
@@ -219,12 +124,12 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
 
     base = os.path.dirname(os.path.abspath(source))
     kinds = sink_kinds.kinds()
-    root = _Table(data, f"{source}: ",
-                  ("gateway", "keys", "ingest", "outbox", "metrics", "log", "channels", "modbus",
-                   *(kind.SECTION for kind in kinds)))
+    root = Table(data, f"{source}: ",
+                 ("gateway", "keys", "ingest", "outbox", "metrics", "log", "channels", "modbus",
+                  *(kind.SECTION for kind in kinds)))
     root.finish()
 
-    gateway = _Table(data.get("gateway", {}), f"{source}: gateway", ("id", "shutdown_grace", "backlog_frames"))
+    gateway = root.table("gateway", ("id", "shutdown_grace", "backlog_frames"))
     gateway.finish()
     gateway_id = gateway.text("id", os.uname().nodename)
     shutdown_grace = gateway.number("shutdown_grace", 5.0, 0.0, 600.0)
@@ -232,37 +137,30 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
 
     if "keys" not in data:
         raise ConfigError(f"{source}: keys", "missing [keys] table with file = \"path to the node key file\"")
-    keys = _Table(data["keys"], f"{source}: keys", ("file",))
+    keys = root.table("keys", ("file",))
     keys.finish()
     keys_file = keys.path("file", base)
 
-    ingest = _Table(data.get("ingest", {}), f"{source}: ingest", ("udp", "serial"))
+    ingest = root.table("ingest", ("udp", "serial"))
     ingest.finish()
     udp: UdpConfig | None = UdpConfig()
-    if "udp" in ingest.data:
-        table = _Table(ingest.data["udp"], f"{source}: ingest.udp", ("enabled", "bind", "port"))
+    if ingest.has("udp"):
+        table = ingest.table("udp", ("enabled", "bind", "port"))
         table.finish()
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise table.error("enabled", f"must be true or false, not {enabled!r}")
-        udp = UdpConfig(_address(table, "bind", "0.0.0.0"), table.integer("port", DEFAULT_UDP_PORT, 0, 65535)) if enabled else None
-    serial_tables = ingest.data.get("serial", [])
-    if not isinstance(serial_tables, list):
-        raise ConfigError(f"{source}: ingest.serial", "must be an array of tables ([[ingest.serial]])")
+        enabled = table.boolean("enabled", True)
+        udp = UdpConfig(table.address("bind", "0.0.0.0"), table.integer("port", DEFAULT_UDP_PORT, 0, 65535)) if enabled else None
     serial = []
-    for i, raw in enumerate(serial_tables):
-        table = _Table(raw, f"{source}: ingest.serial[{i}]", ("device", "baud", "retry"))
+    for table in ingest.tables("serial", ("device", "baud", "retry")):
         table.finish()
-        serial.append(
-            SerialConfig(table.text("device", required=True), table.integer("baud", 115200, 50, 4_000_000), table.duration("retry", 2.0))
-        )
+        serial.append(SerialConfig(table.text("device"), table.integer("baud", 115200, 50, 4_000_000),
+                                   table.duration("retry", 2.0)))
     if udp is None and not serial and not data.get("modbus", {}).get("devices"):
         raise ConfigError(f"{source}: ingest", "no ingest enabled: enable [ingest.udp], add an [[ingest.serial]] port or [[modbus.devices]]")
 
     if "outbox" not in data:
         raise ConfigError(f"{source}: outbox", "missing [outbox] table with path = \"outbox database file\"")
-    table = _Table(
-        data["outbox"], f"{source}: outbox",
+    table = root.table(
+        "outbox",
         ("path", "max_bytes", "audit_retention", "commit_max_frames", "commit_max_delay", "process_batch_frames", "prune_interval"),
     )
     table.finish()
@@ -280,13 +178,13 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
     if outbox.max_bytes < 1 << 16:
         raise table.error("max_bytes", f"must be at least 64KiB, not {outbox.max_bytes} bytes")
 
-    table = _Table(data.get("metrics", {}), f"{source}: metrics", ("bind", "port"))
+    table = root.table("metrics", ("bind", "port"))
     table.finish()
-    metrics = MetricsConfig(_address(table, "bind", "127.0.0.1"), table.integer("port", DEFAULT_METRICS_PORT, 0, 65535))
+    metrics = MetricsConfig(table.address("bind", "127.0.0.1"), table.integer("port", DEFAULT_METRICS_PORT, 0, 65535))
 
-    table = _Table(data.get("log", {}), f"{source}: log", ("level", "format"))
+    table = root.table("log", ("level", "format"))
     table.finish()
-    log = LogConfig(table.choice("level", "info", _LEVELS), table.choice("format", "logfmt", _FORMATS))
+    log = LogConfig(table.choice("level", _LEVELS, "info"), table.choice("format", _FORMATS, "logfmt"))
 
     channels, units = _channels(data.get("channels", {}), source)
     context = sink_kinds.ParseContext(source, base, gateway_id)
@@ -310,14 +208,14 @@ def _channels(data: Any, source: str) -> tuple[tuple[tuple[str, list], ...], tup
         where = f'{source}: channels."{pattern}"'
         if pattern.count("/") != 1 or pattern.startswith("/") or pattern.endswith("/"):
             raise ConfigError(where, "a channel is named \"node/channel\" (glob patterns such as \"furnace-*/t_*\" allowed)")
-        table = _Table(raw, where, ("steps", "unit"))
+        table = Table(raw, where, ("steps", "unit"))
         table.finish()
-        unit = table.text("unit")
+        unit = table.text("unit", None)
         if unit is not None:
             units.append((pattern, unit))
         steps = table.get("steps")
         if steps is None:
-            raise table.error("steps", "missing; a list of step tables is required")
+            raise table.missing("steps", "a list of step tables")
         chain_from_config(steps, f"{where}.steps")
         channels.append((pattern, steps))
     return tuple(channels), tuple(units)

@@ -32,6 +32,7 @@ from .outbox import Outbox
 from .processing import Processor
 from .processing_stage import ProcessingStage
 from .replay import ReplayBook
+from .status import GatewayStatus
 from .writer import Writer
 
 log = logging.getLogger("smemet.gateway")
@@ -132,7 +133,7 @@ class Gateway:
         )
 
     def _build_sinks(self) -> list[Sink]:
-        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry)
+        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry, GatewayStatus(self))
         built: list[Sink] = []
         for kind in sinks.kinds():
             section = self.config.sinks.get(kind.SECTION)

@@ -8,11 +8,11 @@ docs/modbus.md for a complete example.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..settings import Table
 
 TABLES = ("holding", "input")
 # register type -> (number of 16-bit registers, struct format character)
@@ -119,8 +119,9 @@ def parse_modbus(table: dict, where: str) -> ModbusConfig:
     here = f"{where}: modbus"
     if not isinstance(table, dict):
         raise ConfigError(here, "must be a table ([modbus])")
-    _no_unknown(table, ("devices", "server"), here)
-    devices_raw = table.get("devices", [])
+    modbus = Table(table, here, ("devices", "server"))
+    modbus.finish()
+    devices_raw = modbus.get("devices", [])
     if not isinstance(devices_raw, list):
         raise ConfigError(f"{here}.devices", "must be an array of tables ([[modbus.devices]])")
     devices = tuple(_parse_device(d, f"{here}.devices[{i}]") for i, d in enumerate(devices_raw))
@@ -140,54 +141,49 @@ def parse_modbus(table: dict, where: str) -> ModbusConfig:
     return ModbusConfig(devices=devices, server=server)
 
 
-def _parse_device(table: object, where: str) -> DeviceSpec:
-    if not isinstance(table, dict):
+def _parse_device(raw: object, where: str) -> DeviceSpec:
+    if not isinstance(raw, dict):
         raise ConfigError(where, "must be a table ([[modbus.devices]])")
-    _no_unknown(table, _DEVICE_KEYS, where)
-    name = _require(table, "name", str, where)
+    table = Table(raw, where, _DEVICE_KEYS)
+    table.finish()
+    name = table.text("name")
     if not _NAME.match(name):
         raise ConfigError(
             f"{where}.name",
             f"{name!r} is not a valid node id: 1-64 letters, digits, '.', '_', ':' or '-' "
             "(no '/'), starting with a letter or digit",
         )
-    transport = _optional(table, "transport", str, where, "tcp")
-    if transport not in ("tcp", "rtu"):
-        raise ConfigError(f"{where}.transport", f"{transport!r} is not one of 'tcp', 'rtu'")
+    transport = table.choice("transport", ("tcp", "rtu"), "tcp")
     fields: dict = {"name": name, "transport": transport}
     if transport == "tcp":
         for key in ("serial_port", "baudrate", "parity", "stopbits", "bytesize"):
-            if key in table:
-                raise ConfigError(f"{where}.{key}", "applies to transport = 'rtu' only")
-        host = _require(table, "host", str, where)
+            if table.has(key):
+                raise table.error(key, "applies to transport = 'rtu' only")
+        host = table.text("host", allow_empty=True)
         if not host.strip():
             raise ConfigError(f"{where}.host", "must name the instrument (IP address or host name)")
         fields["host"] = host
-        fields["port"] = _int_in(table, "port", 1, 65535, where, 502)
+        fields["port"] = table.integer("port", 502, 1, 65535)
     else:
         for key in ("host", "port"):
-            if key in table:
-                raise ConfigError(f"{where}.{key}", "applies to transport = 'tcp' only")
-        serial_port = _require(table, "serial_port", str, where)
+            if table.has(key):
+                raise table.error(key, "applies to transport = 'tcp' only")
+        serial_port = table.text("serial_port", allow_empty=True)
         if not serial_port.strip():
             raise ConfigError(f"{where}.serial_port", "must be a serial device such as '/dev/ttyUSB0'")
         fields["serial_port"] = serial_port
-        fields["baudrate"] = _int_in(table, "baudrate", 300, 4_000_000, where, 19200)
-        parity = _optional(table, "parity", str, where, "E")
-        if parity not in PARITIES:
-            raise ConfigError(f"{where}.parity", f"{parity!r} is not one of 'N', 'E', 'O'")
-        fields["parity"] = parity
-        fields["stopbits"] = _int_in(table, "stopbits", 1, 2, where, 1)
-        fields["bytesize"] = _int_in(table, "bytesize", 7, 8, where, 8)
+        fields["baudrate"] = table.integer("baudrate", 19200, 300, 4_000_000)
+        fields["parity"] = table.choice("parity", PARITIES, "E")
+        fields["stopbits"] = table.integer("stopbits", 1, 1, 2)
+        fields["bytesize"] = table.integer("bytesize", 8, 7, 8)
     # RTU unit 0 is broadcast: nobody answers a broadcast read.
-    fields["unit"] = _int_in(table, "unit", 0 if transport == "tcp" else 1, 255 if transport == "tcp" else 247,
-                             where, 1)
-    fields["period"] = _seconds(table, "period", 0.001, 86400.0, where, 1.0)
-    fields["timeout"] = _seconds(table, "timeout", 0.001, 60.0, where, 1.0)
-    fields["retries"] = _int_in(table, "retries", 0, 10, where, 2)
-    fields["backoff"] = _seconds(table, "backoff", 0.0, 60.0, where, 0.1)
-    fields["max_registers"] = _int_in(table, "max_registers", 1, MAX_READ, where, MAX_READ)
-    fields["merge_gap"] = _int_in(table, "merge_gap", 0, MAX_READ, where, 0)
+    fields["unit"] = table.integer("unit", 1, 0 if transport == "tcp" else 1, 255 if transport == "tcp" else 247)
+    fields["period"] = table.number("period", 1.0, 0.001, 86400.0)
+    fields["timeout"] = table.number("timeout", 1.0, 0.001, 60.0)
+    fields["retries"] = table.integer("retries", 2, 0, 10)
+    fields["backoff"] = table.number("backoff", 0.1, 0.0, 60.0)
+    fields["max_registers"] = table.integer("max_registers", MAX_READ, 1, MAX_READ)
+    fields["merge_gap"] = table.integer("merge_gap", 0, 0, MAX_READ)
     regs_raw = table.get("registers")
     if not isinstance(regs_raw, list) or not regs_raw:
         raise ConfigError(
@@ -212,52 +208,49 @@ def _parse_device(table: object, where: str) -> DeviceSpec:
     return DeviceSpec(**fields)
 
 
-def _parse_register(table: object, where: str) -> RegisterSpec:
-    if not isinstance(table, dict):
+def _parse_register(raw: object, where: str) -> RegisterSpec:
+    if not isinstance(raw, dict):
         raise ConfigError(where, "must be a table ([[modbus.devices.registers]])")
-    _no_unknown(table, _REGISTER_KEYS, where)
-    channel = _require(table, "channel", str, where)
+    table = Table(raw, where, _REGISTER_KEYS)
+    table.finish()
+    channel = table.text("channel")
     if not _CHANNEL.match(channel):
         raise ConfigError(
             f"{where}.channel",
             f"{channel!r} is not a valid channel name: 1-64 letters, digits, '.', '_', ':', '/' or '-'",
         )
-    kind = _optional(table, "table", str, where, "holding")
-    if kind not in TABLES:
-        raise ConfigError(f"{where}.table", f"{kind!r} is not one of 'holding', 'input'")
-    address = _int_in(table, "address", 0, 65535, where, None)
-    reg_type = _optional(table, "type", str, where, "uint16")
+    kind = table.choice("table", TABLES, "holding")
+    address = table.integer("address", low=0, high=65535)
+    reg_type = table.get("type", "uint16")
     if reg_type not in TYPES:
-        raise ConfigError(f"{where}.type", f"{reg_type!r} is not one of {', '.join(TYPES)}")
+        raise table.wrong("type", f"one of {', '.join(TYPES)}", reg_type)
     count = TYPES[reg_type][0]
     if address + count > 65536:
         raise ConfigError(f"{where}.address", f"{reg_type} at {address} runs past register 65535")
-    byte_order = _optional(table, "byte_order", str, where, "big")
-    word_order = _optional(table, "word_order", str, where, "big")
-    for key, value in (("byte_order", byte_order), ("word_order", word_order)):
-        if value not in ORDERS:
-            raise ConfigError(f"{where}.{key}", f"{value!r} is not one of 'big', 'little'")
-    scale = _number(table, "scale", where, 1.0)
+    byte_order = table.choice("byte_order", ORDERS, "big")
+    word_order = table.choice("word_order", ORDERS, "big")
+    scale = table.number("scale", 1.0)
     if scale == 0.0:
         raise ConfigError(f"{where}.scale", "must not be 0 (every reading would be 0)")
-    offset = _number(table, "offset", where, 0.0)
-    unit = _optional(table, "unit", str, where, None)
+    offset = table.number("offset", 0.0)
+    unit = table.text("unit", None, allow_empty=True)
     if unit is not None and (not unit or any(c.isspace() for c in unit)):
         raise ConfigError(f"{where}.unit", f"{unit!r} is not a SenML unit (for example 'Cel', '%', 'm3/s')")
     return RegisterSpec(channel, kind, address, reg_type, byte_order, word_order, scale, offset, unit)
 
 
-def _parse_server(table: object, where: str) -> ServerSpec:
-    if not isinstance(table, dict):
+def _parse_server(raw: object, where: str) -> ServerSpec:
+    if not isinstance(raw, dict):
         raise ConfigError(where, "must be a table ([modbus.server])")
-    _no_unknown(table, _SERVER_KEYS, where)
-    enabled = _optional(table, "enabled", bool, where, True)
-    host = _optional(table, "host", str, where, "127.0.0.1")
+    table = Table(raw, where, _SERVER_KEYS)
+    table.finish()
+    enabled = table.boolean("enabled", True)
+    host = table.text("host", "127.0.0.1", allow_empty=True)
     if not host.strip():
         raise ConfigError(f"{where}.host", "must be the address to listen on, e.g. '127.0.0.1' or '0.0.0.0'")
-    port = _int_in(table, "port", 1, 65535, where, 5020)
-    unit = _int_in(table, "unit", 0, 255, where, 1)
-    read_only = _optional(table, "read_only", bool, where, True)
+    port = table.integer("port", 5020, 1, 65535)
+    unit = table.integer("unit", 1, 0, 255)
+    read_only = table.boolean("read_only", True)
     raw = table.get("channels")
     if not isinstance(raw, list) or not raw:
         raise ConfigError(
@@ -270,9 +263,10 @@ def _parse_server(table: object, where: str) -> ServerSpec:
         here = f"{where}.channels[{i}]"
         writable = False
         if isinstance(entry, dict):
-            _no_unknown(entry, ("channel", "writable"), here)
-            key = _require(entry, "channel", str, here)
-            writable = _optional(entry, "writable", bool, here, False)
+            item = Table(entry, here, ("channel", "writable"))
+            item.finish()
+            key = item.text("channel")
+            writable = item.boolean("writable", False)
         elif isinstance(entry, str):
             key = entry
         else:
@@ -315,48 +309,3 @@ def _check_shared_buses(devices: tuple[DeviceSpec, ...], where: str) -> None:
                 f"unit {dev.unit} on {dev.bus} is already devices[{units[(dev.bus, dev.unit)]}]",
             )
         units[(dev.bus, dev.unit)] = i
-
-
-def _no_unknown(table: dict, allowed: tuple[str, ...], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise ConfigError(f"{where}.{key}", f"unknown key; valid keys are {', '.join(allowed)}")
-
-
-def _require(table: dict, key: str, kind: type, where: str):
-    if key not in table:
-        raise ConfigError(f"{where}.{key}", "is required")
-    return _optional(table, key, kind, where)
-
-
-def _optional(table: dict, key: str, kind: type, where: str, default=None):
-    value = table.get(key, default)
-    if key in table and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-        raise ConfigError(f"{where}.{key}", f"must be {_KIND_NAMES[kind]}, not {value!r}")
-    return value
-
-
-_KIND_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
-
-
-def _int_in(table: dict, key: str, low: int, high: int, where: str, default: int | None) -> int:
-    if default is None and key not in table:
-        raise ConfigError(f"{where}.{key}", "is required")
-    value = _optional(table, key, int, where, default)
-    if not low <= value <= high:
-        raise ConfigError(f"{where}.{key}", f"{value} is out of range {low}..{high}")
-    return value
-
-
-def _number(table: dict, key: str, where: str, default: float) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}.{key}", f"must be a finite number, not {value!r}")
-    return float(value)
-
-
-def _seconds(table: dict, key: str, low: float, high: float, where: str, default: float) -> float:
-    value = _number(table, key, where, default)
-    if not low <= value <= high:
-        raise ConfigError(f"{where}.{key}", f"{value} s is out of range {low}..{high} s")
-    return value

@@ -46,6 +46,7 @@ class SinkContext:
     gateway_id: str
     outbox: object  # the Outbox (read-only use: history, stats)
     registry: CollectorRegistry | None = None
+    status: object = None  # the GatewayStatus (status.py): nodes, sinks, storage, for sinks that show them
 
 
 def kinds() -> list[ModuleType]:

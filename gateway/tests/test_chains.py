@@ -105,7 +105,7 @@ def test_empty_chain_and_empty_batch(build):
     ([{"type": "hampel", "window": 2}], "[0].window", "integer 3..10000"),
     ([{"type": "hampel", "window": 5.0}], "[0].window", "integer"),
     ([{"type": "hampel", "window": 5, "threshold": 0}], "[0].threshold", "greater than 0"),
-    ([{"type": "hampel", "window": 5, "treshold": 3}], "[0].treshold", "valid: 'window', 'threshold'"),
+    ([{"type": "hampel", "window": 5, "treshold": 3}], "[0].treshold", "unknown key for a 'hampel' step; valid keys are type, window, threshold"),
     ([{"type": "range"}], "[0].min", "needs 'min', 'max' or both"),
     ([{"type": "range", "min": 5, "max": 1}], "[0].max", "greater than min"),
     ([{"type": "deadband", "max_silence": 5}], "[0].absolute", "'absolute' or 'percent'"),

@@ -19,7 +19,7 @@ def run_cli(*args):
     "setup, words",
     [
         (lambda d: d / "missing.toml", "config file not found"),
-        (lambda d: _config(d, extra="[outbox2]\n"), "unknown setting"),
+        (lambda d: _config(d, extra="[outbox2]\n"), "outbox2: unknown key; valid keys are"),
         (lambda d: _config(d, key_mode=0o644), "chmod 600"),
         (lambda d: _config(d, extra='[[ingest.serial]]\ndevice = "/dev/ttyNOPE9"\n'), "serial port /dev/ttyNOPE9 does not exist"),
     ],

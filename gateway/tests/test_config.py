@@ -54,7 +54,7 @@ def test_sizes_and_durations(tmp_path):
     [
         ("", "keys", "missing [keys]"),
         ('[keys]\nfile = "k"\n', "outbox", "missing [outbox]"),
-        (MINIMAL + "[ingest.udp]\nprot = 1\n", "ingest.udp.prot", "unknown setting"),
+        (MINIMAL + "[ingest.udp]\nprot = 1\n", "ingest.udp.prot", "unknown key; valid keys are enabled, bind, port"),
         (MINIMAL + "[ingest.udp]\nport = 70000\n", "ingest.udp.port", "0..65535"),
         (MINIMAL + '[ingest.udp]\nbind = "localhost"\n', "ingest.udp.bind", "IPv4 or IPv6"),
         (MINIMAL + "[ingest.udp]\nenabled = false\n", "ingest", "no ingest enabled"),
@@ -64,7 +64,7 @@ def test_sizes_and_durations(tmp_path):
         (MINIMAL.replace('"outbox.sqlite"', '"o"\ncommit_max_delay = "3s"'), "outbox.commit_max_delay", "at most 1s"),
         (MINIMAL + '[log]\nlevel = "loud"\n', "log.level", "'debug'"),
         (MINIMAL + "[metrics]\nport = -1\n", "metrics.port", "0..65535"),
-        (MINIMAL + "[extras]\n", "extras", "unknown setting"),
+        (MINIMAL + "[extras]\n", "extras", "unknown key; valid keys are gateway, keys"),
         (MINIMAL + '[channels."t"]\nsteps = []\n', 'channels."t"', "node/channel"),
         (MINIMAL + '[channels."n/t"]\nunit = "K"\n', 'channels."n/t".steps', "missing"),
         (MINIMAL + '[channels."n/t"]\nsteps = [{type = "smooth"}]\n', "steps[0].type", "unknown step type"),

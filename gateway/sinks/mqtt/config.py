@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ...errors import ConfigError
+from ...settings import Table
 
 FORMATS = ("json", "senml")
 KINDS = ("data", "status")
@@ -101,76 +102,48 @@ def parse_routes(tables: list[dict], where: str, base: str | None = None,
     return routes
 
 
-def _parse_route(table: object, where: str, base: str, default_gateway_id: str | None) -> RouteConfig:
-    if not isinstance(table, dict):
+def _parse_route(raw: object, where: str, base: str, default_gateway_id: str | None) -> RouteConfig:
+    if not isinstance(raw, dict):
         raise ConfigError(where, "must be a table with name, broker, topic_prefix and include")
-    for key in table:
-        if key not in _KEYS:
-            raise ConfigError(f"{where}.{key}", f"unknown key; valid keys are {', '.join(_KEYS)}")
-
-    name = _require(table, "name", str, where)
+    table = Table(raw, where, _KEYS)
+    table.finish()
+    name = table.text("name")
     if not _NAME.match(name):
-        raise ConfigError(
-            f"{where}.name",
-            f"{name!r} is not a valid route name: use 1-64 letters, digits, '.', '_' or '-'",
-        )
-    host, port, secure = _parse_broker(_require(table, "broker", str, where), f"{where}.broker")
-    tls = _parse_tls(table.get("tls"), secure, f"{where}.tls", base)
-    username = _optional(table, "username", str, where)
-    password = _parse_password(table, username, where, base)
-    prefix = _parse_prefix(_optional(table, "topic_prefix", str, where, "smemet"), f"{where}.topic_prefix")
-    include = _parse_patterns(table, "include", where, required=True)
-    exclude = _parse_patterns(table, "exclude", where, required=False)
-    fmt = _optional(table, "format", str, where, "json")
-    if fmt not in FORMATS:
-        raise ConfigError(f"{where}.format", f"{fmt!r} is not a payload format; use \"json\" or \"senml\"")
-    kinds = _parse_kinds(table.get("kinds", ["data"]), f"{where}.kinds")
+        raise table.error("name", f"{name!r} is not a valid route name: use 1-64 letters, digits, '.', '_' or '-'")
+    host, port, secure = _parse_broker(table.text("broker"), table.at("broker"))
+    tls = _parse_tls(table.get("tls"), secure, table.at("tls"), base)
+    username = table.text("username", None)
+    password = _parse_password(table, username, base)
+    prefix = _parse_prefix(table.text("topic_prefix", "smemet"), table.at("topic_prefix"))
+    include = _parse_patterns(table, "include", required=True)
+    exclude = _parse_patterns(table, "exclude", required=False)
+    fmt = table.choice("format", FORMATS, "json")
+    kinds = table.get("kinds", ["data"])
+    if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
+        raise table.wrong("kinds", 'a non-empty array of "data" and/or "status"', kinds)
+    kinds = tuple(dict.fromkeys(kinds))
     version = table.get("mqtt_version", "auto")
     if version == 5 and not isinstance(version, bool):
         version = "5"  # a bare TOML integer is a natural way to write it
     if version not in MQTT_VERSIONS:
-        raise ConfigError(
-            f"{where}.mqtt_version", f"{version!r} is not supported; use \"auto\", \"5\" or \"3.1.1\""
-        )
-    expiry = _optional(table, "message_expiry", int, where, 0)
+        raise table.wrong("mqtt_version", 'one of "auto", "5" or "3.1.1"', version)
+    expiry = table.integer("message_expiry", 0)
     if not 0 <= expiry <= 0xFFFFFFFF:
-        raise ConfigError(f"{where}.message_expiry", "must be seconds from 0 (never expires) to 4294967295")
+        raise table.error("message_expiry", f"must be seconds from 0 (never expires) to 4294967295, not {expiry}")
     if expiry and version == "3.1.1":
-        raise ConfigError(f"{where}.message_expiry", "needs MQTT 5; set mqtt_version to \"auto\" or \"5\"")
-    keepalive = _optional(table, "keepalive", int, where, 30)
-    if not 5 <= keepalive <= 65535:
-        raise ConfigError(f"{where}.keepalive", f"{keepalive} is out of range; use 5 to 65535 seconds")
-    in_flight = _optional(table, "max_in_flight", int, where, 100)
-    if not 1 <= in_flight <= 65535:
-        raise ConfigError(f"{where}.max_in_flight", f"{in_flight} is out of range; use 1 to 65535")
-    gateway_id = _optional(table, "gateway_id", str, where, "") or default_gateway_id or socket.gethostname()
-    client_id = _optional(table, "client_id", str, where, "") or f"smemet-{gateway_id}-{name}"
+        raise table.error("message_expiry", "needs MQTT 5; set mqtt_version to \"auto\" or \"5\"")
+    keepalive = table.integer("keepalive", 30, 5, 65535)
+    in_flight = table.integer("max_in_flight", 100, 1, 65535)
+    gateway_id = table.text("gateway_id", "", allow_empty=True) or default_gateway_id or socket.gethostname()
+    client_id = table.text("client_id", "", allow_empty=True) or f"smemet-{gateway_id}-{name}"
     if len(client_id.encode()) > 65535 or "\0" in client_id:
-        raise ConfigError(f"{where}.client_id", "must be a UTF-8 string without NUL, up to 65535 bytes")
+        raise table.error("client_id", "must be a UTF-8 string without NUL, up to 65535 bytes")
     return RouteConfig(
         name=name, host=host, port=port, topic_prefix=prefix, include=include,
         exclude=exclude, format=fmt, kinds=kinds, username=username, password=password,
         tls=tls, mqtt_version=version, message_expiry=expiry or None, client_id=client_id,
         keepalive=keepalive, max_in_flight=in_flight, gateway_id=gateway_id,
     )
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "a table"}
-
-
-def _require(table: dict, key: str, kind: type, where: str):
-    if key not in table:
-        raise ConfigError(f"{where}.{key}", f"is missing; it must be {_TYPE_NAMES[kind]}")
-    return _optional(table, key, kind, where)
-
-
-def _optional(table: dict, key: str, kind: type, where: str, default=None):
-    value = table.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}.{key}", f"must be {_TYPE_NAMES[kind]}, not {value!r}")
-    return value
 
 
 def _parse_broker(url: str, where: str) -> tuple[str, int, bool]:
@@ -192,26 +165,20 @@ def _parse_broker(url: str, where: str) -> tuple[str, int, bool]:
     return parts.hostname, port or (8883 if secure else 1883), secure
 
 
-def _path(base: str, value: str) -> str:
-    """A file path from the config: relative to the config file's directory."""
-    return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
-
-
-def _parse_tls(table: object, secure: bool, where: str, base: str) -> TlsConfig | None:
-    if table is None:
+def _parse_tls(raw: object, secure: bool, where: str, base: str) -> TlsConfig | None:
+    if raw is None:
         return TlsConfig() if secure else None
-    if not isinstance(table, dict):
+    if not isinstance(raw, dict):
         raise ConfigError(where, "must be a table with ca, cert and key (file paths)")
     if not secure:
         raise ConfigError(where, "is set but the broker URL is mqtt://; use mqtts:// for TLS")
+    table = Table(raw, where, _TLS_KEYS)
+    table.finish()
     paths = {}
-    for key, value in table.items():
-        if key not in _TLS_KEYS:
-            raise ConfigError(f"{where}.{key}", f"unknown key; valid keys are {', '.join(_TLS_KEYS)}")
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}", f"must be a file path, not {value!r}")
-        paths[key] = _path(base, value)
-        _readable_file(paths[key], f"{where}.{key}")
+    for key in _TLS_KEYS:
+        if table.has(key):
+            paths[key] = table.path(key, base)
+            _readable_file(paths[key], table.at(key))
     if ("cert" in paths) != ("key" in paths):
         raise ConfigError(where, "a client certificate needs both cert and key")
     if "key" in paths:
@@ -233,21 +200,21 @@ def tls_context(config: TlsConfig) -> ssl.SSLContext:
     return context
 
 
-def _parse_password(table: dict, username: str | None, where: str, base: str) -> str | None:
-    if "password" in table and "password_file" in table:
-        raise ConfigError(f"{where}.password", "set password or password_file, not both")
-    if "password_file" in table:
-        path = _path(base, _optional(table, "password_file", str, where))
-        _readable_file(path, f"{where}.password_file")
-        _owner_only(path, f"{where}.password_file")
+def _parse_password(table: Table, username: str | None, base: str) -> str | None:
+    if table.has("password") and table.has("password_file"):
+        raise table.error("password", "set password or password_file, not both")
+    if table.has("password_file"):
+        path = table.path("password_file", base)
+        _readable_file(path, table.at("password_file"))
+        _owner_only(path, table.at("password_file"))
         with open(path, encoding="utf-8") as f:
             password = f.read().strip("\r\n")
         if not password:
-            raise ConfigError(f"{where}.password_file", f"{path} is empty")
+            raise table.error("password_file", f"{path} is empty")
     else:
-        password = _optional(table, "password", str, where)
+        password = table.text("password", None)
     if password is not None and username is None:
-        raise ConfigError(f"{where}.username", "is missing; a password needs a username")
+        raise table.error("username", "is missing; a password needs a username")
     return password
 
 
@@ -281,26 +248,13 @@ def _parse_prefix(prefix: str, where: str) -> str:
     return prefix
 
 
-def _parse_patterns(table: dict, key: str, where: str, required: bool) -> tuple[str, ...]:
-    if key not in table:
+def _parse_patterns(table: Table, key: str, required: bool) -> tuple[str, ...]:
+    if not table.has(key):
         if required:
-            raise ConfigError(
-                f"{where}.{key}",
-                "is missing; list the node/channel patterns this partner may receive, "
-                "e.g. [\"furnace-*/tc*\"] or [\"*\"] for everything",
-            )
+            raise table.error(key, "is missing; list the node/channel patterns this partner may receive, "
+                                   "e.g. [\"furnace-*/tc*\"] or [\"*\"] for everything")
         return ()
-    patterns = table[key]
-    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
-        raise ConfigError(
-            f"{where}.{key}", "must be an array of node/channel patterns such as [\"furnace-*/tc*\"]"
-        )
+    patterns = table.strings(key, what='node/channel patterns such as ["furnace-*/tc*"]')
     if required and not patterns:
-        raise ConfigError(f"{where}.{key}", "is empty, so the route would deliver nothing")
-    return tuple(patterns)
-
-
-def _parse_kinds(kinds: object, where: str) -> tuple[str, ...]:
-    if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
-        raise ConfigError(where, f"{kinds!r} is not valid; use a non-empty array of \"data\" and/or \"status\"")
-    return tuple(dict.fromkeys(kinds))
+        raise table.error(key, "is empty, so the route would deliver nothing")
+    return patterns

@@ -176,7 +176,7 @@ def measure(impl: str, quick: bool) -> dict:
             from smemet.gateway.outbox_view import OutboxView
 
             view = OutboxView.open(db_path)
-            cpu_before = _cpu_seconds(gateway.pid)
+            cpu_before = _cpu_split(gateway.pid)
             started = time.monotonic()
             start.set()
             acked_at = None
@@ -194,7 +194,8 @@ def measure(impl: str, quick: bool) -> dict:
                     break
                 time.sleep(0.01)
             elapsed = time.monotonic() - started
-            cpu = _cpu_seconds(gateway.pid) - cpu_before
+            user, system = (after - before for after, before in zip(_cpu_split(gateway.pid), cpu_before))
+            cpu = user + system
             processed, measurements = view.progress()
             view.close()
             for worker in workers:
@@ -216,6 +217,7 @@ def measure(impl: str, quick: bool) -> dict:
         "gateway_cpu_s": round(cpu, 3),
         "measurements_per_cpu_s": round(measurements / cpu) if cpu else None,
         "gateway_cpu_s_per_100k": round(cpu / measurements * 100_000, 3),
+        "gateway_system_cpu_s_per_100k": round(system / measurements * 100_000, 3),
     }
 
 

@@ -172,7 +172,7 @@ class GroupCommit:
                 for e in group]
         started = time.perf_counter()
         try:
-            last_id = await self._writer.run(self._outbox.commit_frames, rows, list(moved.items()))
+            last_id = await self._writer.run(self._outbox.commit_frames, rows)
         except OutboxFull as exc:
             self._book.release(group)
             self._backlog.done(len(group))
@@ -201,7 +201,7 @@ class GroupCommit:
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.commit_frames.observe(len(group))
         self._metrics.frames_accepted.inc(len(group))
-        self._book.committed(group, moved)
+        self._book.committed(group, moved, last_id)
         acks: dict[tuple, list[int]] = {}
         for entry in group:
             for link, address in entry.replies:

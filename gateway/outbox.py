@@ -4,8 +4,12 @@ that knows its tables (everything else uses the methods below).
 Tables
 - ``frames``: every accepted frame, raw, once per (node, seq) (UNIQUE), kept
   until it is processed and past the audit retention;
-- ``windows``: each node's replay window, written in the same transaction as
-  the frames that moved it, so a restart neither re-accepts nor forgets;
+- ``windows``: each node's replay window as of frame ``meta.windows_frame``.
+  A frame commit does not write it (ten window rows per commit were a third
+  of the commit's cost): the windows are saved every prune interval, in the
+  prune's own transaction before it deletes any frame, and at shutdown; at
+  start the frames committed since are replayed into them, so a restart
+  neither re-accepts nor forgets a sequence number;
 - ``processed``: processed frames, one row per frame holding its
   measurements as marshal'd columns (a SQLite row per measurement is what
   would make 200k measurements/s unaffordable).  Measurement ids are
@@ -19,9 +23,10 @@ Tables
   resumes exactly where its last commit left it, and ids never repeat;
 - ``cursors``: each sink's last delivered measurement id.
 
-Frame ids use AUTOINCREMENT so they are never reused after pruning.  Frame
-commits run with ``synchronous=FULL``: a frame is ACKed only after its commit
-returned, i.e. after the WAL was fsync'd.
+Frame ids are given here, never reused after pruning: the next is one above
+both the largest stored and the processing cursor (pruning only deletes
+processed frames).  Frame commits run with ``synchronous=FULL``: a frame is
+ACKed only after its commit returned, i.e. after the WAL was fsync'd.
 
 Threads: one writer connection, used by one worker thread (frame commits,
 processing, pruning); one reader connection for the event loop (sinks'
@@ -52,7 +57,7 @@ _MARSHAL_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS frames (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     node TEXT NOT NULL,
     seq INTEGER NOT NULL,
     content_type INTEGER NOT NULL,
@@ -168,11 +173,16 @@ class Outbox:
             # sink resend (deduplicated by (node, seq)); the WAL's order means
             # a cursor never outlives the measurements it points past.
             self._cursor_db = _connect(path, "NORMAL")
+            # Processed frames need no fsync of their own either (see
+            # write_processed); a connection of their own spares two PRAGMA
+            # switches per processing batch.
+            self._processed_db = _connect(path, "NORMAL")
         except sqlite3.Error as exc:
             raise OutboxError(f"{path}: cannot open the outbox database ({exc})") from None
         self._cursor_lock = threading.Lock()
         self.page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
-        self.last_frame_id = self._sequence("frames")
+        stored = self._writer.execute("SELECT coalesce(max(id), 0) FROM frames").fetchone()[0]
+        self.last_frame_id = max(stored, self._sequence("frames"), self._progress(PROCESSING))
         self.last_measurement_id = self._progress(MEASUREMENTS)
         row = self._writer.execute("SELECT coalesce(sum(count), 0), coalesce(max(position), 0) FROM processed").fetchone()
         self.held_measurements, self.last_position = row
@@ -191,9 +201,17 @@ class Outbox:
         self._written = 0  # payload bytes stored since then
 
     def _sequence(self, table: str) -> int:
-        """The largest id ``table`` ever used (pruning does not lower it)."""
-        row = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        """The largest id an AUTOINCREMENT ``table`` ever used (outboxes
+        upgraded from schema 2 have one); 0 without."""
+        try:
+            row = self._writer.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        except sqlite3.OperationalError:  # no AUTOINCREMENT table at all
+            return 0
         return row[0] if row else 0
+
+    def _meta(self, key: str, default: int = 0) -> int:
+        row = self._writer.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
 
     def _progress(self, name: str) -> int:
         row = self._writer.execute("SELECT frame_id FROM progress WHERE name = ?", (name,)).fetchone()
@@ -211,7 +229,7 @@ class Outbox:
             raise OutboxError(f"{self.path}: outbox schema {row[0]} is not {SCHEMA_VERSION}; use the gateway version that wrote it")
 
     def close(self) -> None:
-        for connection in (self._reader, self._cursor_db, self._writer):
+        for connection in (self._reader, self._cursor_db, self._processed_db, self._writer):
             try:
                 connection.close()
             except sqlite3.Error:
@@ -239,28 +257,56 @@ class Outbox:
         return self.is_full()
 
     def load_windows(self) -> dict[str, TaggedWindow]:
+        """Every node's replay window: as saved, then moved by the frames
+        committed since (in commit order, as the commits moved them)."""
         rows = self._writer.execute("SELECT node, highest, bitmap, tags FROM windows").fetchall()
-        return {node: TaggedWindow(highest, int.from_bytes(bitmap, "big"), tags) for node, highest, bitmap, tags in rows}
+        windows = {node: TaggedWindow(highest, int.from_bytes(bitmap, "big"), tags)
+                   for node, highest, bitmap, tags in rows}
+        for node, seq, tag in self._writer.execute(
+            "SELECT node, seq, substr(raw, -8) FROM frames WHERE id > ? ORDER BY id", (self._meta("windows_frame"),)
+        ):
+            window = windows.get(node)
+            if window is None:
+                window = windows[node] = TaggedWindow()
+            window.accept(seq, bytes(tag))
+        return windows
 
-    def commit_frames(self, frames: Sequence[StoredFrame], windows: Iterable[tuple[str, TaggedWindow]]) -> int:
-        """Store ``frames`` and the replay windows they moved in one durable
-        transaction; returns the id of the last frame (ids are consecutive).
-        Raises OutboxFull (nothing stored) when the size limit is reached or
-        the disk is full, failing or read-only."""
+    def _save_windows(self, windows: dict[str, TaggedWindow], covered_frame_id: int) -> None:
+        """(In an open transaction.)  ``windows`` as they stand after frame
+        ``covered_frame_id``."""
+        self._writer.executemany(
+            "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?)",
+            [(node, w.highest, w.bitmap.to_bytes(8, "big"), bytes(w.tags)) for node, w in windows.items()],
+        )
+        self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('windows_frame', ?)", (covered_frame_id,))
+
+    def save_windows(self, windows: dict[str, TaggedWindow], covered_frame_id: int) -> None:
+        """Save replay windows (copies, as they stand after frame
+        ``covered_frame_id``), so a start replays fewer frames."""
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._save_windows(windows, covered_frame_id)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+
+    def commit_frames(self, frames: Sequence[StoredFrame]) -> int:
+        """Store ``frames`` in one durable transaction; returns the id of the
+        last frame (ids are consecutive).  Raises OutboxFull (nothing stored)
+        when the size limit is reached or the disk is full, failing or
+        read-only."""
         if self._may_be_full():
             raise OutboxFull(f"outbox uses {self.used_bytes()} of {self.max_bytes} bytes")
         db = self._writer
+        first = self.last_frame_id + 1
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                first = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'frames'").fetchone()
                 db.executemany(
-                    "INSERT INTO frames (node, seq, content_type, received, raw) VALUES (?, ?, ?, ?, ?)",
-                    [(f.node, f.seq, f.content_type, f.received, f.raw) for f in frames],
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?)",
-                    [(node, w.highest, w.bitmap.to_bytes(8, "big"), bytes(w.tags)) for node, w in windows],
+                    "INSERT INTO frames (id, node, seq, content_type, received, raw) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(first + i, f.node, f.seq, f.content_type, f.received, f.raw) for i, f in enumerate(frames)],
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -270,7 +316,7 @@ class Outbox:
             if _storage_error(exc):
                 raise OutboxFull(f"cannot write {self.path} ({exc}): disk full, failing or read-only") from None
             raise
-        self.last_frame_id = (first[0] if first else 0) + len(frames)
+        self.last_frame_id = first + len(frames) - 1
         self._written += sum(len(f.raw) + 64 for f in frames)
         return self.last_frame_id
 
@@ -332,20 +378,16 @@ class Outbox:
                             frame.received, count, pack_columns(frame)))
             expected += count
         last_id = expected - 1
-        db = self._writer
-        db.execute("PRAGMA synchronous=NORMAL")
+        db = self._processed_db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT INTO processed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
-                db.executemany("INSERT OR REPLACE INTO progress VALUES (?, ?)",
-                               ((PROCESSING, last_frame_id), (MEASUREMENTS, last_id)))
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
-        finally:
-            db.execute("PRAGMA synchronous=FULL")
+            db.executemany("INSERT INTO processed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+            db.executemany("INSERT OR REPLACE INTO progress VALUES (?, ?)",
+                           ((PROCESSING, last_frame_id), (MEASUREMENTS, last_id)))
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
         self._written += sum(len(r[8]) + 64 for r in records)
         with self._recent_lock:
             self._recent.extend(frames)
@@ -357,16 +399,22 @@ class Outbox:
         self.last_measurement_id = last_id
         return last_id
 
-    def prune(self, now: float, audit_retention: float, sinks: Sequence[str]) -> tuple[int, int]:
+    def prune(self, now: float, audit_retention: float, sinks: Sequence[str],
+              windows: dict[str, TaggedWindow] | None = None, covered_frame_id: int = 0) -> tuple[int, int]:
         """Delete processed frames older than the audit retention, and
         processed measurements every durable sink delivered (without sinks:
-        older than the retention).  Returns (frames, measurements) deleted."""
+        older than the retention).  ``windows`` (copies, as they stand after
+        frame ``covered_frame_id``) are saved first, in the same transaction:
+        only frames they cover are deleted.  Returns (frames, measurements)
+        deleted."""
         db = self._writer
         cutoff = now - audit_retention
-        processed = self.processing_cursor()
         db.execute("BEGIN IMMEDIATE")
         try:
-            frames = db.execute("DELETE FROM frames WHERE id <= ? AND received < ?", (processed, cutoff)).rowcount
+            if windows is not None:
+                self._save_windows(windows, covered_frame_id)
+            deletable = min(self.processing_cursor(), self._meta("windows_frame"))
+            frames = db.execute("DELETE FROM frames WHERE id <= ? AND received < ?", (deletable, cutoff)).rowcount
             if sinks:
                 placeholders = ",".join("?" * len(sinks))
                 known = db.execute(

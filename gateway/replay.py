@@ -49,6 +49,7 @@ class ReplayBook:
         self._stored_tag = stored_tag
         self.held: dict[tuple[str, int], Admitted] = {}  # admitted, waiting for a commit, in arrival order
         self.in_flight: dict[tuple[str, int], Admitted] = {}  # in a commit now
+        self.covered_frame_id = 0  # ``windows`` hold every frame committed up to this id
 
     def classify(self, node: str, seq: int, tag: bytes) -> tuple[Verdict, Admitted | None]:
         window = self.windows.get(node)
@@ -91,9 +92,14 @@ class ReplayBook:
             window.accept(entry.frame.seq, entry.frame.tag)
         return moved
 
-    def committed(self, group: Iterable[Admitted], moved: dict[str, TaggedWindow]) -> None:
+    def committed(self, group: Iterable[Admitted], moved: dict[str, TaggedWindow], last_frame_id: int) -> None:
         self.windows.update(moved)
+        self.covered_frame_id = last_frame_id
         self.release(group)
+
+    def snapshot(self) -> tuple[dict[str, TaggedWindow], int]:
+        """Copies of the windows and the frame id they cover (to save them)."""
+        return {node: window.copy() for node, window in self.windows.items()}, self.covered_frame_id
 
     def release(self, group: Iterable[Admitted]) -> None:
         for entry in group:

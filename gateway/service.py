@@ -57,6 +57,7 @@ class Gateway:
         self.commit: GroupCommit | None = None
         self.processing: ProcessingStage | None = None
         self.admission: Admission | None = None
+        self.book: ReplayBook | None = None
         self.backlog = Backlog(config.backlog_frames, on_change=self._paused)
         self.udp: UdpLink | None = None
         self.serial: list[SerialLink] = []
@@ -80,7 +81,8 @@ class Gateway:
         outbox.bind_loop(asyncio.get_running_loop())
         self.metrics.outbox_max_bytes.set(config.outbox.max_bytes)
         self.writer = Writer()
-        book = ReplayBook(outbox.load_windows(), outbox.frame_tag)
+        book = self.book = ReplayBook(outbox.load_windows(), outbox.frame_tag)
+        book.covered_frame_id = outbox.last_frame_id
         acker = Acker(self.keys.get, on_sent=self._count_acks())
         processor = Processor(config.steps_for, config.unit_for, warmup_s=warmup_seconds(config.channels))
         self.processing = ProcessingStage(outbox, self.writer, processor, self.metrics, config.outbox, self.backlog)
@@ -196,6 +198,11 @@ class Gateway:
             await self.commit.drain()
         if self.processing is not None:
             await self.processing.drain()
+        if self.book is not None and self.writer is not None:
+            try:  # a start then replays no frames into the windows
+                await self.writer.run(self.outbox.save_windows, *self.book.snapshot())
+            except Exception:  # noqa: BLE001 - the next start replays the frames instead
+                log.exception("replay windows not saved at stop; the next start rebuilds them from the frames")
         for link in links:
             link.close()
         if self.loops and self.outbox is not None:
@@ -237,7 +244,7 @@ class Gateway:
     async def _maintain(self) -> None:
         """Prune, checkpoint and refresh the gauges; while the outbox is full,
         look every second for freed space."""
-        assert self.outbox is not None and self.writer is not None and self.commit is not None
+        assert self.outbox is not None and self.writer is not None and self.commit is not None and self.book
         outbox, writer, commit, config = self.outbox, self.writer, self.commit, self.config.outbox
         durable = [sink.name for sink in self.sinks if sink.durable]
         last_prune = 0.0
@@ -246,7 +253,9 @@ class Gateway:
             try:
                 if now - last_prune >= config.prune_interval or commit.full:
                     last_prune = now
-                    frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention, durable)
+                    windows, covered = self.book.snapshot()
+                    frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention, durable,
+                                                            windows, covered)
                     if frames or measurements:
                         await writer.run(outbox.checkpoint)
                         log.debug("pruned", extra={"frames": frames, "measurements": measurements})

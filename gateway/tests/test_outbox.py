@@ -75,39 +75,41 @@ def test_wal_and_full_sync(outbox):
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_commit_returns_consecutive_ids_and_persists_windows(tmp_path, outbox):
-    assert outbox.commit_frames(frames("a", [1, 2, 3]), [("a", window(1, 2, 3))]) == 3
-    assert outbox.commit_frames(frames("b", [7]), [("b", window(7))]) == 4
+def test_commit_returns_consecutive_ids_and_the_windows_follow_the_frames(tmp_path, outbox):
+    assert outbox.commit_frames(frames("a", [1, 2, 3])) == 3
+    assert outbox.commit_frames(frames("b", [7])) == 4
     reopened = Outbox(outbox.path, outbox.max_bytes)
     try:
         windows = reopened.load_windows()
         assert windows["a"].check(2) == SEEN and windows["a"].highest == 3
         assert windows["b"].check(7) == SEEN
         assert reopened.has_frame("a", 3) and not reopened.has_frame("a", 4)
+        assert windows["a"].tag_of(3) == bytes([3]) * 8  # the very frame's tag, from the frame itself
     finally:
         reopened.close()
 
 
 def test_window_bitmap_of_64_bits_round_trips(outbox):
     w = window(*range(1, 100))
-    outbox.commit_frames(frames("a", [99]), [("a", w)])
+    outbox.commit_frames(frames("a", [99]))
+    outbox.save_windows({"a": w}, covered_frame_id=1)
     loaded = outbox.load_windows()["a"]
     assert (loaded.highest, loaded.bitmap) == (w.highest, w.bitmap) == (99, (1 << 64) - 1)
     assert loaded.check(35) == TOO_OLD
 
 
 def test_node_seq_is_unique_and_a_failed_group_stores_nothing(outbox):
-    outbox.commit_frames(frames("a", [1]), [])
+    outbox.commit_frames(frames("a", [1]))
     with pytest.raises(sqlite3.IntegrityError):
-        outbox.commit_frames(frames("a", [2, 1]), [("a", window(1, 2))])
-    assert outbox._reader.execute("SELECT seq FROM frames").fetchall() == [(1,)]
-    assert outbox.load_windows() == {}
-    assert outbox.commit_frames(frames("a", [2]), []) == 2  # the rolled-back ids were never visible
-    assert outbox._reader.execute("SELECT id, seq FROM frames").fetchall() == [(1, 1), (2, 2)]
+        outbox.commit_frames(frames("a", [2, 1]))
+    assert [(f.id, f.seq) for f in outbox.frames_after(0, 10)] == [(1, 1)]
+    assert outbox.load_windows()["a"].highest == 1  # the failed group moved nothing
+    assert outbox.commit_frames(frames("a", [2])) == 2  # the rolled-back ids were never visible
+    assert [(f.id, f.seq) for f in outbox.frames_after(0, 10)] == [(1, 1), (2, 2)]
 
 
 def test_processing_is_atomic_with_its_cursor(outbox, writer):
-    outbox.commit_frames(frames("a", [1, 2]), [])
+    outbox.commit_frames(frames("a", [1, 2]))
     assert outbox.processing_cursor() == 0
     assert [f.id for f in outbox.frames_after(0, 10)] == [1, 2]
     last = writer.write([processed(1, "a", 1, [row()]), processed(2, "a", 2, [row(), row("u")])], last_frame_id=2)
@@ -204,7 +206,8 @@ def test_cursors(outbox):
 
 
 def test_prune_keeps_what_a_route_still_needs_and_ids_are_never_reused(outbox, writer):
-    outbox.commit_frames(frames("a", [1, 2], received=100.0) + frames("a", [3], received=5000.0), [])
+    outbox.commit_frames(frames("a", [1, 2], received=100.0) + frames("a", [3], received=5000.0))
+    outbox.save_windows({}, covered_frame_id=3)
     writer.write([processed(1, "a", 1, [row(), row("u")]), processed(2, "a", 2, [row()])], last_frame_id=2)  # ids 1-2, 3
     outbox.save_cursor("r1", 3)
     outbox.save_cursor("r2", 1)  # has only half of frame 1's measurements
@@ -221,7 +224,7 @@ def test_prune_keeps_what_a_route_still_needs_and_ids_are_never_reused(outbox, w
     writer.write([processed(3, "a", 3, [row()])], last_frame_id=3)
     assert outbox.last_measurement_id == 4  # ids continue after everything was pruned
     outbox.prune(now=1e9, audit_retention=1.0, sinks=["r1", "r2"])
-    assert outbox.commit_frames(frames("a", [4]), []) == 4  # frame ids never go back
+    assert outbox.commit_frames(frames("a", [4])) == 4  # frame ids never go back
     reopened = Outbox(outbox.path, outbox.max_bytes)
     try:
         assert reopened.last_measurement_id == 4  # nor, after a restart, measurement ids
@@ -240,7 +243,7 @@ def test_size_limit_refuses_whole_groups(tmp_path):
         seq = 0
         with pytest.raises(OutboxFull):
             for _ in range(1000):
-                box.commit_frames([StoredFrame("a", seq := seq + 1, 112, 1.0, b"x" * 900)], [])
+                box.commit_frames([StoredFrame("a", seq := seq + 1, 112, 1.0, b"x" * 900)])
         stored = box._reader.execute("SELECT count(*) FROM frames").fetchone()[0]
         assert stored == seq - 1 and 0 < stored < 1000
         assert box.is_full()
@@ -267,9 +270,9 @@ def test_windows_keep_the_tag_of_each_number_across_a_restart(outbox):
     w = TaggedWindow()
     for seq in range(1, 101):
         w.accept(seq, bytes([seq]) * 8)
-    outbox.commit_frames(frames("b", [100], received=10.0), [("b", w)])
+    outbox.commit_frames(frames("b", [100], received=10.0))
     outbox.write_processed([], last_frame_id=1)
-    assert outbox.prune(now=1000.0, audit_retention=0.0, sinks=[])[0] == 1
+    assert outbox.prune(now=1000.0, audit_retention=0.0, sinks=[], windows={"b": w}, covered_frame_id=1)[0] == 1
     reopened = Outbox(outbox.path, outbox.max_bytes)
     try:
         loaded = reopened.load_windows()["b"]
@@ -283,7 +286,7 @@ def test_windows_keep_the_tag_of_each_number_across_a_restart(outbox):
 
 def test_processed_frames_since_walks_back_from_the_cursor_over_the_span(outbox):
     # 3000 frames received one second apart; 2500 processed
-    outbox.commit_frames([StoredFrame("a", seq, 112, 1000.0 + seq, b"x") for seq in range(1, 3001)], [])
+    outbox.commit_frames([StoredFrame("a", seq, 112, 1000.0 + seq, b"x") for seq in range(1, 3001)])
     outbox.write_processed([], 2500)
     got = outbox.processed_frames_since(60.0, 10000)
     assert [f.id for f in got] == list(range(2440, 2501))  # received 3440..3500: within 60 s of 3500, oldest first
@@ -293,7 +296,7 @@ def test_processed_frames_since_walks_back_from_the_cursor_over_the_span(outbox)
 
 def test_processed_frames_since_without_processed_frames_is_empty(outbox):
     assert outbox.processed_frames_since(60.0, 100) == []
-    outbox.commit_frames(frames("a", [1, 2]), [("a", window(1, 2))])
+    outbox.commit_frames(frames("a", [1, 2]))
     assert outbox.processed_frames_since(60.0, 100) == []  # committed, not processed yet
 
 
@@ -335,3 +338,23 @@ def test_an_outbox_of_schema_2_is_upgraded_in_place_with_its_cursors(tmp_path):
         assert outbox.last_measurement_id == 4 and outbox.processing_cursor() == 9
     finally:
         outbox.close()
+
+
+def test_windows_saved_by_prune_and_the_frames_after_them_rebuild_the_book(outbox):
+    """Only frames the saved windows cover may be pruned; a start replays
+    the rest into them: the windows come out as if saved at every commit."""
+    live = {}
+    for seq in (1, 2, 3, 70, 71):
+        live.setdefault("n", TaggedWindow()).accept(seq, bytes([seq]) * 8)
+    outbox.commit_frames([StoredFrame("n", s, 112, 10.0, bytes([s]) * 20) for s in (1, 2, 3)])
+    covered = {"n": TaggedWindow()}
+    for seq in (1, 2, 3):
+        covered["n"].accept(seq, bytes([seq]) * 8)
+    outbox.commit_frames([StoredFrame("n", s, 112, 10.0, bytes([s]) * 20) for s in (70, 71)])  # after the snapshot
+    outbox.write_processed([], last_frame_id=5)
+    assert outbox.prune(now=1e9, audit_retention=0.0, sinks=[], windows=covered, covered_frame_id=3)[0] == 3
+    assert [f.seq for f in outbox.frames_after(0, 10)] == [70, 71]  # not covered by the saved windows: kept
+    loaded = outbox.load_windows()["n"]
+    assert (loaded.highest, loaded.bitmap) == (live["n"].highest, live["n"].bitmap)
+    assert [loaded.tag_of(s) for s in (70, 71)] == [bytes([70]) * 8, bytes([71]) * 8]
+    assert loaded.check(3) == TOO_OLD and loaded.check(70) == SEEN

@@ -35,10 +35,12 @@ from ..spine import OpenedFrame
 from .header import Header
 
 try:
-    from _hashlib import compare_digest as _compare_digest, hmac_digest as _hmac_digest
+    from _hashlib import compare_digest as _compare_digest, hmac_new as _hmac_new
 except ImportError:  # a Python without OpenSSL's HMAC: the stdlib's
-    _hmac_digest = _hmac.digest
     _compare_digest = _hmac.compare_digest
+
+    def _hmac_new(key, digestmod):
+        return _hmac.new(key, digestmod=digestmod)
 
 IMPLEMENTATION = "cython"
 
@@ -261,6 +263,113 @@ def read_header(frame):
     cdef bytes data = bytes(frame)
     if PyBytes_GET_SIZE(data) > MAX_FRAME:
         raise _error("oversize", "frame of %d bytes exceeds the %d-byte limit" % (PyBytes_GET_SIZE(data), MAX_FRAME))
+    header = _plain_header(data)
+    if header is not None:
+        return header
+    return _generic_header(data)
+
+
+cdef inline bint _bstr(const uint8_t* buf, Py_ssize_t size, Py_ssize_t* pos, Py_ssize_t* start,
+                       Py_ssize_t* length) noexcept:
+    """A byte string item at ``pos``: its content's span."""
+    cdef int major, info
+    cdef uint64_t n
+    if not _head(buf, size, pos, &major, &info, &n) or major != 2 or n > <uint64_t> (size - pos[0]):
+        return False
+    start[0] = pos[0]
+    length[0] = <Py_ssize_t> n
+    pos[0] += <Py_ssize_t> n
+    return True
+
+
+cdef inline bint _uint(const uint8_t* buf, Py_ssize_t size, Py_ssize_t* pos, uint64_t* value) noexcept:
+    cdef int major, info
+    return _head(buf, size, pos, &major, &info, value) and major == 0
+
+
+cdef object _plain_header(bytes data):
+    """The header of an ordinary frame -- tag 17, the four protected labels
+    alg 4 / content type / kid / Partial IV and nothing else, an unprotected
+    map of at most the age and its lower-bound flag -- read straight from the
+    bytes; None for anything else (the generic route judges it, exactly as
+    cose.parse does)."""
+    cdef const uint8_t* buf = <const uint8_t*> PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data), pos = 2, p_start, p_len, inner, inner_end
+    cdef Py_ssize_t kid_start = 0, kid_len = -1, piv_start = 0, piv_len = -1, payload_start, payload_len
+    cdef Py_ssize_t tag_start, tag_len, k
+    cdef int major, info, entries
+    cdef uint64_t label, value, content_type = 0, age = 0, seq = 0
+    cdef bint has_ct = False, has_alg = False, has_age = False, age_floor = False
+    if size < 2 or buf[0] != 0xD1 or buf[1] != 0x84:
+        return None
+    if not _bstr(buf, size, &pos, &p_start, &p_len) or p_len < 1:
+        return None
+    # the protected map: exactly {1: 4, 3: ct, 4: kid, 6: piv}, any order, no duplicates
+    inner = p_start
+    inner_end = p_start + p_len
+    if not _head(buf, inner_end, &inner, &major, &info, &value) or major != 5 or value != 4:
+        return None
+    for entries in range(4):
+        if not _uint(buf, inner_end, &inner, &label):
+            return None
+        if label == 1 and not has_alg:
+            if not _uint(buf, inner_end, &inner, &value) or value != 4:
+                return None
+            has_alg = True
+        elif label == 3 and not has_ct:
+            if not _uint(buf, inner_end, &inner, &content_type):
+                return None
+            has_ct = True
+        elif label == 4 and kid_len < 0:
+            if not _bstr(buf, inner_end, &inner, &kid_start, &kid_len) or not 1 <= kid_len <= MAX_KID:
+                return None
+        elif label == 6 and piv_len < 0:
+            if not _bstr(buf, inner_end, &inner, &piv_start, &piv_len) or not 1 <= piv_len <= 5:
+                return None
+            if piv_len > 1 and buf[piv_start] == 0:
+                return None
+        else:
+            return None
+    if inner != inner_end:
+        return None
+    # the unprotected map: {}, {-65537: age} or {-65537: age, -65538: true/false}
+    if not _head(buf, size, &pos, &major, &info, &value) or major != 5 or value > 2:
+        return None
+    entries = <int> value
+    for k in range(entries):
+        if not _head(buf, size, &pos, &major, &info, &label) or major != 1:
+            return None
+        if label == 65536 and k == 0:  # -65537: the age in ms
+            if not _uint(buf, size, &pos, &age):
+                return None
+            has_age = True
+        elif label == 65537 and k == 1:  # -65538: the age is a lower bound
+            if pos >= size or (buf[pos] != 0xF5 and buf[pos] != 0xF4):
+                return None
+            age_floor = buf[pos] == 0xF5
+            pos += 1
+        else:
+            return None
+    if not _bstr(buf, size, &pos, &payload_start, &payload_len):
+        return None
+    if not _bstr(buf, size, &pos, &tag_start, &tag_len) or tag_len != MAC_LEN or pos != size:
+        return None
+    for k in range(piv_len):
+        seq = (seq << 8) | buf[piv_start + k]
+    return Header(
+        PyBytes_FromStringAndSize(<const char*> buf + kid_start, kid_len),
+        PyLong_FromUnsignedLongLong(seq),
+        PyLong_FromUnsignedLongLong(content_type),
+        PyBytes_FromStringAndSize(<const char*> buf + p_start, p_len),
+        PyBytes_FromStringAndSize(<const char*> buf + payload_start, payload_len),
+        PyBytes_FromStringAndSize(<const char*> buf + tag_start, tag_len),
+        PyLong_FromUnsignedLongLong(age) if has_age else None,
+        has_age and age_floor,
+    )
+
+
+cdef object _generic_header(bytes data):
+    """cose.parse on the decoded items, check for check."""
     item = _decode(data)
     if not isinstance(item, _Tag) or item.tag != 17:
         raise _malformed("not a tagged COSE_Mac0 (CBOR tag 17)")
@@ -338,12 +447,28 @@ cdef inline Py_ssize_t _put_head(unsigned char* out, int major, uint64_t n) noex
     return size + 1
 
 
+# HMAC objects keyed once per node key: a MAC is then a copy of the keyed
+# state and two updates, not a key setup per frame (half the MAC's cost).
+cdef dict _keyed = {}
+cdef Py_ssize_t _KEYED_LIMIT = 65536
+
+
+cdef object _keyed_hmac(bytes key):
+    keyed = _keyed.get(key)
+    if keyed is None:
+        if len(_keyed) >= _KEYED_LIMIT:
+            _keyed.clear()
+        keyed = _keyed[key] = _hmac_new(key, digestmod="sha256")
+    return keyed.copy()
+
+
 cdef bytes _tag_of(bytes key, bytes protected, bytes payload):
-    """cose.compute_tag: HMAC-SHA-256 over ["MAC0", protected, h'', payload], first 8 bytes."""
+    """cose.compute_tag: HMAC-SHA-256 over ["MAC0", protected, h'', payload],
+    first 8 bytes; the payload is hashed where it lies, not copied."""
     cdef Py_ssize_t n_protected = PyBytes_GET_SIZE(protected), n_payload = PyBytes_GET_SIZE(payload)
-    cdef bytes structure = PyBytes_FromStringAndSize(
-        NULL, 6 + _head_size(n_protected) + n_protected + 1 + _head_size(n_payload) + n_payload)
-    cdef unsigned char* out = <unsigned char*> PyBytes_AS_STRING(structure)
+    cdef bytes prefix = PyBytes_FromStringAndSize(NULL, 6 + _head_size(n_protected) + n_protected + 1
+                                                  + _head_size(n_payload))
+    cdef unsigned char* out = <unsigned char*> PyBytes_AS_STRING(prefix)
     cdef Py_ssize_t at = 6
     memcpy(out, b"\x84\x64MAC0", 6)
     at += _put_head(out + at, 2, n_protected)
@@ -352,9 +477,10 @@ cdef bytes _tag_of(bytes key, bytes protected, bytes payload):
     out[at] = 0x40
     at += 1
     at += _put_head(out + at, 2, n_payload)
-    memcpy(out + at, PyBytes_AS_STRING(payload), n_payload)
-    at += n_payload
-    return _hmac_digest(key, structure, "sha256")[:MAC_LEN]
+    mac = _keyed_hmac(key)
+    mac.update(prefix)
+    mac.update(payload)
+    return mac.digest()[:MAC_LEN]
 
 
 def authenticate(header, key_for):

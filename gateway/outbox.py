@@ -11,7 +11,7 @@ Tables
   start the frames committed since are replayed into them, so a restart
   neither re-accepts nor forgets a sequence number;
 - ``processed``: processed frames, one row per frame holding its
-  measurements as marshal'd columns (a SQLite row per measurement is what
+  measurements as packed columns (``frame_codec.py``; a SQLite row per measurement is what
   would make 200k measurements/s unaffordable).  Measurement ids are
   consecutive across frames in commit order: a row's measurements are
   ``first_id .. first_id + count - 1``, so "how many measurements does a sink
@@ -36,7 +36,6 @@ reads, replay look-ups); one cursor connection for sinks' ``save_cursor``.
 from __future__ import annotations
 
 import asyncio
-import marshal
 import os
 import sqlite3
 import threading
@@ -44,6 +43,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from . import native
 from .errors import OutboxError, OutboxFull
 from .spine import Measurement, ProcessedFrame
 from .windows import TaggedWindow
@@ -52,7 +52,6 @@ SCHEMA_VERSION = 3
 PROCESSING = "processing"
 MEASUREMENTS = "measurements"
 RECENT_FRAMES = 512  # processed frames kept in memory for sinks that keep up (~8 kB per 32-reading frame)
-_MARSHAL_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -76,7 +75,7 @@ CREATE TABLE IF NOT EXISTS processed (
     kind INTEGER NOT NULL,             -- spine.KIND_NAMES
     received REAL NOT NULL,            -- the frame's arrival, Unix s
     count INTEGER NOT NULL,
-    columns BLOB NOT NULL              -- marshal: (channels, times, values, units, quality codes, reasons)
+    columns BLOB NOT NULL              -- frame_codec.py: channels, times, values, units, quality codes, reasons
 );
 CREATE TABLE IF NOT EXISTS progress (name TEXT PRIMARY KEY, frame_id INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (route TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
@@ -139,17 +138,17 @@ def _rollback(db: sqlite3.Connection) -> None:
             pass
 
 
+_codec = native.load("smemet.gateway._frame_codec", "smemet.gateway.frame_codec")
+
+
 def pack_columns(frame: ProcessedFrame) -> bytes:
-    return marshal.dumps(
-        (tuple(frame.channels), tuple(frame.times), tuple(frame.values), tuple(frame.units), bytes(frame.quality),
-         tuple(frame.reasons)),
-        _MARSHAL_VERSION,
-    )
+    """A processed frame's columns as stored (frame_codec.py has the format)."""
+    return _codec.pack(frame.channels, frame.times, frame.values, frame.units, frame.quality, frame.reasons)
 
 
 def unpack_frame(first_id: int, frame_id: int, node: str, seq: int, kind: int, received: float,
                  columns: bytes) -> ProcessedFrame:
-    channels, times, values, units, quality, reasons = marshal.loads(columns)
+    channels, times, values, units, quality, reasons = _codec.unpack(columns)
     return ProcessedFrame(first_id, frame_id, node, seq, kind, received, channels, times, values, units, quality,
                           reasons)
 

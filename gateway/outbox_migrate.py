@@ -12,6 +12,8 @@ from __future__ import annotations
 import marshal
 import sqlite3
 
+from . import frame_codec
+
 _OLD_ID_SPACE = 4096
 
 
@@ -26,8 +28,7 @@ def migrate_2_to_3(db: sqlite3.Connection) -> None:
             measurements = marshal.loads(blob)
             columns = tuple(zip(*measurements)) if measurements else ((), (), (), (), (), ())
             channels, times, values, units, quality, reasons = columns
-            packed = marshal.dumps((tuple(channels), tuple(times), tuple(values), tuple(units), bytes(quality),
-                                    tuple(reasons)), 4)
+            packed = frame_codec.pack(channels, times, values, units, bytes(quality), reasons)
             new_rows.append((next_id, position, frame_id, node, seq, kind, received, len(measurements), packed))
             starts.append((frame_id * _OLD_ID_SPACE, next_id, len(measurements)))
             next_id += len(measurements)

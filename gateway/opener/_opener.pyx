@@ -17,11 +17,12 @@ from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_SetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_Append
 from cpython.long cimport PyLong_FromUnsignedLongLong
-from cpython.ref cimport PyObject
-from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
+from cpython.unicode cimport (PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8,
+                              PyUnicode_GET_LENGTH, PyUnicode_KIND)
 from libc.math cimport isfinite, ldexp
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 import hmac as _hmac
 
@@ -918,8 +919,38 @@ cdef bint _plain_pack(const uint8_t* buf, Py_ssize_t size) noexcept:
     return pos == size
 
 
+# Names and units repeat frame after frame: the same str object is given out
+# again for the same ASCII text, from a small direct-mapped cache, so a frame
+# allocates no text for them and every later look-up keyed by them (chains,
+# writers) finds its hash already computed and often the very object.
+cdef enum:
+    TEXT_CACHE = 1024
+
+cdef PyObject* _texts[TEXT_CACHE]
+memset(_texts, 0, sizeof(_texts))
+
+
+cdef object _ascii_text(const char* data, Py_ssize_t n):
+    """The str of ASCII ``data``: a cached object when the same text came before."""
+    cdef uint64_t h = 14695981039346656037ULL  # FNV-1a
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ <uint8_t> data[i]) * 1099511628211ULL
+    cdef Py_ssize_t slot = h & (TEXT_CACHE - 1)
+    cdef PyObject* cached = _texts[slot]
+    if cached != NULL and PyUnicode_GET_LENGTH(<object> cached) == n \
+            and PyUnicode_KIND(<object> cached) == PyUnicode_1BYTE_KIND \
+            and memcmp(PyUnicode_DATA(<object> cached), data, n) == 0:
+        return <object> cached
+    text = PyUnicode_DecodeASCII(data, n, NULL)
+    Py_INCREF(text)
+    Py_XDECREF(cached)
+    _texts[slot] = <PyObject*> text
+    return text
+
+
 cdef inline object _text(const uint8_t* buf, const Scalar* item):
-    return PyUnicode_DecodeASCII(<const char*> buf + item.start, item.length, NULL)
+    return _ascii_text(<const char*> buf + item.start, item.length)
 
 
 cdef inline bint _numeric(const Scalar* item) noexcept:
@@ -1085,7 +1116,7 @@ cdef int _resolve_plain(const uint8_t* buf, Py_ssize_t size, double reference_ti
         if relative and doubt and q == Q_GOOD:
             q = Q_UNCERTAIN
             reason = doubt
-        PyList_Append(names, PyUnicode_DecodeASCII(name_buf, n_len, NULL))
+        PyList_Append(names, _ascii_text(name_buf, n_len))
         PyList_Append(units, unit)
         PyList_Append(values, value_object)
         PyList_Append(times, time_object)

@@ -28,6 +28,9 @@ _FORMATS = ("logfmt", "json")
 class UdpConfig:
     bind: str = "0.0.0.0"
     port: int = DEFAULT_UDP_PORT
+    # Bytes the kernel may hold for the gateway while a commit runs or ingest
+    # is paused; what does not fit is dropped there (and retransmitted).
+    receive_buffer: int = 8 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +148,14 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
     ingest.finish()
     udp: UdpConfig | None = UdpConfig()
     if ingest.has("udp"):
-        table = ingest.table("udp", ("enabled", "bind", "port"))
+        table = ingest.table("udp", ("enabled", "bind", "port", "receive_buffer"))
         table.finish()
         enabled = table.boolean("enabled", True)
-        udp = UdpConfig(table.address("bind", "0.0.0.0"), table.integer("port", DEFAULT_UDP_PORT, 0, 65535)) if enabled else None
+        udp = UdpConfig(
+            table.address("bind", "0.0.0.0"),
+            table.integer("port", DEFAULT_UDP_PORT, 0, 65535),
+            table.size("receive_buffer", UdpConfig.receive_buffer),
+        ) if enabled else None
     serial = []
     for table in ingest.tables("serial", ("device", "baud", "retry")):
         table.finish()

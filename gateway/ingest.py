@@ -82,7 +82,7 @@ class UdpLink:
         return None
 
     @classmethod
-    async def open(cls, handle, bind: str, port: int) -> "UdpLink":
+    async def open(cls, handle, bind: str, port: int, receive_buffer: int = 8 * 2**20) -> "UdpLink":
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         sock = None
@@ -98,13 +98,13 @@ class UdpLink:
                 f"cannot listen for UDP on [{bind}]:{port} ({exc.strerror}); another gateway running, or change [ingest.udp] port/bind"
             ) from None
         # A burst of frames must wait in the kernel, not be dropped, while a
-        # commit runs or ingest is paused: ask for 8 MiB (root may exceed
-        # net.core.rmem_max; others get what it allows).
+        # commit runs or ingest is paused: ask for receive_buffer bytes (root
+        # may exceed net.core.rmem_max; others get what it allows).
         for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
             if option is None:
                 continue
             try:
-                sock.setsockopt(socket.SOL_SOCKET, option, 8 * 2**20)
+                sock.setsockopt(socket.SOL_SOCKET, option, receive_buffer)
                 break
             except OSError:
                 continue

@@ -105,7 +105,9 @@ class Gateway:
             await sink.start()
             self._started_sinks.append(sink)
         if config.udp is not None:
-            self.udp = await UdpLink.open(self.admission.handle, config.udp.bind, config.udp.port)
+            self.udp = await UdpLink.open(
+                self.admission.handle, config.udp.bind, config.udp.port, config.udp.receive_buffer
+            )
             self.backlog.register(self.udp)
         self.loops = make_loops(self.sinks, outbox, self.metrics.registry)
         if self.loops:

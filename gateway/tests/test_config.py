@@ -54,7 +54,8 @@ def test_sizes_and_durations(tmp_path):
     [
         ("", "keys", "missing [keys]"),
         ('[keys]\nfile = "k"\n', "outbox", "missing [outbox]"),
-        (MINIMAL + "[ingest.udp]\nprot = 1\n", "ingest.udp.prot", "unknown key; valid keys are enabled, bind, port"),
+        (MINIMAL + "[ingest.udp]\nprot = 1\n", "ingest.udp.prot", "unknown key; valid keys are enabled, bind, port, receive_buffer"),
+        (MINIMAL + '[ingest.udp]\nreceive_buffer = "lots"\n', "ingest.udp.receive_buffer", "a size such as 500MB"),
         (MINIMAL + "[ingest.udp]\nport = 70000\n", "ingest.udp.port", "0..65535"),
         (MINIMAL + '[ingest.udp]\nbind = "localhost"\n', "ingest.udp.bind", "IPv4 or IPv6"),
         (MINIMAL + "[ingest.udp]\nenabled = false\n", "ingest", "no ingest enabled"),

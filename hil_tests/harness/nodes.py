@@ -29,13 +29,13 @@ def write_keys(path: str, nodes, mode: int = 0o600) -> dict[str, bytes]:
 
 
 def write_config(directory: str, nodes, *, udp_port: int = 0, bind: str = "127.0.0.1", extra: str = "",
-                 outbox: str = "", metrics_port: int = 0) -> str:
+                 outbox: str = "", metrics_port: int = 0, udp_extra: str = "") -> str:
     """keys.toml + gateway.toml in ``directory``; returns the config path."""
     write_keys(os.path.join(directory, "keys.toml"), nodes)
     path = os.path.join(directory, "gateway.toml")
     with open(path, "w") as f:
         f.write(
-            f'[keys]\nfile = "keys.toml"\n\n[ingest.udp]\nbind = "{bind}"\nport = {udp_port}\n\n'
+            f'[keys]\nfile = "keys.toml"\n\n[ingest.udp]\nbind = "{bind}"\nport = {udp_port}\n{udp_extra}\n'
             f'[outbox]\npath = "outbox.sqlite"\n{outbox}\n\n[metrics]\nport = {metrics_port}\n\n{extra}\n'
         )
     return path

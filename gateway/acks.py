@@ -28,11 +28,11 @@ log = logging.getLogger("smemet.gateway.acks")
 class Acker:
     """Seals ACKs and sends them back on the link each frame came from."""
 
-    def __init__(self, key_for, clock=time.time, on_sent=None) -> None:
+    def __init__(self, key_for, clock=time.time) -> None:
         self.key_for = key_for
         self._clock = clock
         self._last: dict[bytes, int] = {}
-        self._on_sent = on_sent or (lambda status, count: None)  # metrics
+        self.sent: dict[str, int] = {"ok": 0, "full": 0}  # ACK frames by status (read by the metrics)
 
     def next_seq(self, kid: bytes, now_ms: int) -> int:
         seq = max(self._last.get(kid, -1) + 1, now_ms - SEQ_EPOCH_MS)
@@ -64,4 +64,5 @@ class Acker:
                     link.send(data, address)
                 except OSError as exc:  # a link that just went away: the node retransmits
                     log.debug("ACK not sent", extra={"link": link.name, "error": str(exc)})
-        self._on_sent(status, len(frames) * len(replies))
+        name = "ok" if status == ACK_OK else "full"
+        self.sent[name] += len(frames) * len(replies)

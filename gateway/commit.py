@@ -167,7 +167,6 @@ class GroupCommit:
 
     async def _commit_group(self) -> None:
         group = self._book.take(self._config.commit_max_frames)
-        moved = self._book.moved_windows(group)
         rows = [StoredFrame(e.frame.node, e.frame.seq, e.frame.content_type, e.frame.received, e.frame.frame)
                 for e in group]
         started = time.perf_counter()
@@ -201,7 +200,7 @@ class GroupCommit:
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.commit_frames.observe(len(group))
         self._metrics.frames_accepted.inc(len(group))
-        self._book.committed(group, moved, last_id)
+        self._book.committed(group, last_id)
         acks: dict[tuple, list[int]] = {}
         for entry in group:
             for link, address in entry.replies:

@@ -19,6 +19,7 @@ from .settings import Table
 
 DEFAULT_UDP_PORT = 47000
 DEFAULT_METRICS_PORT = 9470
+DEFAULT_RECEIVE_BUFFER = 8 * 2**20
 
 _LEVELS = ("debug", "info", "warning", "error")
 _FORMATS = ("logfmt", "json")
@@ -30,7 +31,7 @@ class UdpConfig:
     port: int = DEFAULT_UDP_PORT
     # Bytes the kernel may hold for the gateway while a commit runs or ingest
     # is paused; what does not fit is dropped there (and retransmitted).
-    receive_buffer: int = 8 * 2**20
+    receive_buffer: int = DEFAULT_RECEIVE_BUFFER
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
         udp = UdpConfig(
             table.address("bind", "0.0.0.0"),
             table.integer("port", DEFAULT_UDP_PORT, 0, 65535),
-            table.size("receive_buffer", UdpConfig.receive_buffer),
+            table.size("receive_buffer", DEFAULT_RECEIVE_BUFFER),
         ) if enabled else None
     serial = []
     for table in ingest.tables("serial", ("device", "baud", "retry")):

@@ -6,7 +6,10 @@ metrics name nodes, and nodes are plant topology."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .errors import MetricsError
 
@@ -14,11 +17,30 @@ PREFIX = "smemet_gateway"
 
 
 
+class _Live:
+    """A metric read at scrape time from a dict the hot path keeps (label
+    value -> number): no lock and no call per frame, where a prometheus
+    child's inc()/set() took both."""
+
+    def __init__(self, family, name: str, documentation: str, label: str, values: Callable[[], Mapping]) -> None:
+        self._family, self.name, self._documentation, self._label = family, name, documentation, label
+        self._values = values
+
+    def collect(self):
+        family = self._family(self.name, self._documentation, labels=[self._label])
+        for label_value, value in list(self._values().items()):
+            family.add_metric([label_value], value)
+        yield family
+
+    def describe(self):
+        yield self._family(self.name, self._documentation, labels=[self._label])
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._lives: dict[str, _Live] = {}
         r = self.registry
-        self.frames_received = Counter(f"{PREFIX}_frames_received", "Frames received, by link", ["link"], registry=r)
         self.frames_accepted = Counter(f"{PREFIX}_frames_accepted", "New frames committed to the outbox", registry=r)
         self.frames_duplicate = Counter(
             f"{PREFIX}_frames_duplicate", "Retransmissions of committed frames (re-ACKed, not delivered again)", registry=r
@@ -32,7 +54,6 @@ class GatewayMetrics:
         self.frames_refused_full = Counter(
             f"{PREFIX}_frames_refused_full", "Valid frames not stored because the outbox was full (ACK status full)", registry=r
         )
-        self.acks_sent = Counter(f"{PREFIX}_acks_sent", "ACK frames sent, by status", ["status"], registry=r)
         self.measurements = Counter(f"{PREFIX}_measurements_processed", "Measurement rows written by processing", registry=r)
         self.commit_seconds = Histogram(
             f"{PREFIX}_commit_seconds", "Duration of a group commit (fsync included)",
@@ -61,11 +82,25 @@ class GatewayMetrics:
             "nodes retransmit them",
             registry=r,
         )
-        self.node_last_seen = Gauge(f"{PREFIX}_node_last_seen_timestamp_seconds", "When a node's last valid frame arrived", ["node"], registry=r)
         self.node_store_depth = Gauge(
             f"{PREFIX}_node_store_depth", "Frames a node holds unacknowledged (from its status reports)", ["node"], registry=r
         )
         self.serial_port_up = Gauge(f"{PREFIX}_serial_port_up", "1 while a serial port is open", ["device"], registry=r)
+
+    def live_counter(self, name: str, documentation: str, label: str, values: Callable[[], Mapping]) -> None:
+        """A counter by ``label`` whose values ``values()`` gives when scraped
+        (registered again by a gateway started again: the newest counts)."""
+        self._live(_Live(CounterMetricFamily, f"{PREFIX}_{name}", documentation, label, values))
+
+    def live_gauge(self, name: str, documentation: str, label: str, values: Callable[[], Mapping]) -> None:
+        self._live(_Live(GaugeMetricFamily, f"{PREFIX}_{name}", documentation, label, values))
+
+    def _live(self, collector: _Live) -> None:
+        old = self._lives.pop(collector.name, None)
+        if old is not None:
+            self.registry.unregister(old)
+        self.registry.register(collector)
+        self._lives[collector.name] = collector
 
     def serve(self, bind: str, port: int):
         """Start the HTTP endpoint; returns (server, thread) or None when port is 0."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from smemet.protocol.window import NEW, SEEN
 
@@ -73,29 +74,24 @@ class ReplayBook:
     def take(self, limit: int) -> list[Admitted]:
         """Up to ``limit`` held frames, oldest first, now in flight."""
         group = []
-        for key in list(self.held)[:limit]:
-            entry = self.held.pop(key)
-            self.in_flight[key] = entry
+        held, in_flight = self.held, self.in_flight
+        for key in list(islice(held, limit)):
+            entry = in_flight[key] = held.pop(key)
             group.append(entry)
         return group
 
-    def moved_windows(self, group: Iterable[Admitted]) -> dict[str, TaggedWindow]:
-        """Copies of the windows as committing ``group`` moves them (stored
-        in the same transaction as the frames)."""
-        moved: dict[str, TaggedWindow] = {}
+    def committed(self, group: Iterable[Admitted], last_frame_id: int) -> None:
+        """``group`` is stored: its numbers move the windows (only now, so a
+        failed commit moved nothing)."""
+        windows, in_flight = self.windows, self.in_flight
         for entry in group:
-            node = entry.frame.node
-            window = moved.get(node)
+            frame = entry.frame
+            window = windows.get(frame.node)
             if window is None:
-                live = self.windows.get(node)
-                window = moved[node] = live.copy() if live else TaggedWindow()
-            window.accept(entry.frame.seq, entry.frame.tag)
-        return moved
-
-    def committed(self, group: Iterable[Admitted], moved: dict[str, TaggedWindow], last_frame_id: int) -> None:
-        self.windows.update(moved)
+                window = windows[frame.node] = TaggedWindow()
+            window.accept(frame.seq, frame.tag)
+            in_flight.pop((frame.node, frame.seq), None)
         self.covered_frame_id = last_frame_id
-        self.release(group)
 
     def snapshot(self) -> tuple[dict[str, TaggedWindow], int]:
         """Copies of the windows and the frame id they cover (to save them)."""

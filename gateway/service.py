@@ -83,7 +83,8 @@ class Gateway:
         self.writer = Writer()
         book = self.book = ReplayBook(outbox.load_windows(), outbox.frame_tag)
         book.covered_frame_id = outbox.last_frame_id
-        acker = Acker(self.keys.get, on_sent=self._count_acks())
+        acker = Acker(self.keys.get)
+        self.metrics.live_counter("acks_sent", "ACK frames sent, by status", "status", lambda: acker.sent)
         processor = Processor(config.steps_for, config.unit_for, warmup_s=warmup_seconds(config.channels))
         self.processing = ProcessingStage(outbox, self.writer, processor, self.metrics, config.outbox, self.backlog)
         self.commit = GroupCommit(outbox, self.writer, book, acker, self.metrics, config.outbox, self.backlog,
@@ -149,17 +150,6 @@ class Gateway:
                 raise RuntimeError("[modbus.server] configured but smemet.gateway.modbus is not installed")
             built.append(ModbusServerSink(modbus.server))
         return built
-
-    def _count_acks(self):
-        children = {}
-
-        def count(status: int, frames: int) -> None:
-            child = children.get(status)
-            if child is None:
-                child = children[status] = self.metrics.acks_sent.labels("ok" if status == 0 else "full")
-            child.inc(frames)
-
-        return count
 
     def _paused(self, paused: bool) -> None:
         self.metrics.ingest_paused.set(1 if paused else 0)

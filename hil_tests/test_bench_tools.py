@@ -133,3 +133,19 @@ def test_scenarios_describe_physics_and_fault_windows():
     assert cooling[0][1] == 1600.0 and all(a[1] > b[1] for a, b in zip(cooling, cooling[1:]))
     with pytest.raises(KeyError, match="known:"):
         scenarios.get("blast_furnace_tap")
+
+
+@pytest.mark.parametrize("samples", [1, 4, 32])
+def test_frame_template_gives_the_bytes_simnode_builds(samples):
+    from hil_tests.harness.nodes import FrameTemplate, SimNode
+
+    def value(i):
+        return 20.0 + (i * 7 % 50) * 0.5
+
+    template = FrameTemplate(SimNode("tpl-1", channels=("t0", "t1", "t2", "t3")), samples, value)
+    reference = SimNode("tpl-1", channels=("t0", "t1", "t2", "t3"))
+    for seq, second in [(1, 1_700_000_000), (300, 1_700_000_977), (70_000, 1_800_000_001)]:
+        expected = reference.data_frame(samples=samples, seq=seq, now_ms=second * 1000 + samples * 10, value=value)
+        assert template.frame(seq, second) == expected
+    with pytest.raises(ValueError):
+        FrameTemplate(SimNode("tpl-1"), samples, second=1000)

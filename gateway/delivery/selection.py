@@ -21,6 +21,10 @@ class Selection:
     exclude: tuple[str, ...] = ()
     kinds: tuple[str, ...] = ("data",)
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _takes_every_channel: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_takes_every_channel", self.include == ("*",) and not self.exclude)
 
     def allows(self, node: str, channel: str, kind: int) -> bool:
         key = (node, channel, kind)
@@ -41,9 +45,12 @@ class Selection:
         itself when it takes all), or None."""
         node, kind, allows = frame.node, frame.kind, self.allows
         channels = frame.channels
+        if self._takes_every_channel:  # include = ["*"], nothing excluded: the usual case, and the hot path
+            return frame if allows(node, "", kind) else None
         verdicts = {channel: allows(node, channel, kind) for channel in set(channels)}
         if all(verdicts.values()):
             return frame
         if not any(verdicts.values()):
             return None
         return frame.pick([i for i, channel in enumerate(channels) if verdicts[channel]])
+

@@ -95,14 +95,19 @@ def load_writer(name: str | None = None):
 PayloadWriter = load_writer().PayloadWriter
 
 
+def senml_topic(prefix: str, node: str) -> str:
+    """Where a ``senml`` sink publishes ``node``'s frames."""
+    return f"{prefix}/{topic_part(node)}"
+
+
 def messages_of(fmt: str, prefix: str, frame: ProcessedFrame, writer) -> list[Message]:
     """The messages for one (selected) processed frame."""
-    node = topic_part(frame.node)
     if fmt == "json":
+        node = topic_part(frame.node)
         return [
             Message(f"{prefix}/{node}/{topic_part(channel)}", payload)
             for channel, payload in zip(frame.channels, writer.json_payloads(frame))
         ]
-    return [Message(f"{prefix}/{node}", writer.senml_payload(frame))]
+    return [Message(senml_topic(prefix, frame.node), writer.senml_payload(frame))]
 
 

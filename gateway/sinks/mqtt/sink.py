@@ -27,7 +27,7 @@ from ...spine import ProcessedFrame
 from . import wire
 from .client import BrokerRefused, ConnectRefused, Connection, ConnectTimeout
 from .config import RouteConfig, tls_context
-from .payload import CONTENT_TYPES, PayloadWriter, messages_of
+from .payload import CONTENT_TYPES, PayloadWriter, messages_of, senml_topic
 
 log = logging.getLogger("smemet.gateway.sinks.mqtt")
 
@@ -63,6 +63,7 @@ class MqttSink(Sink):
         self._timeout = max(30.0, config.keepalive * 2.0)
         self._writer = PayloadWriter()
         self._topics: dict[str, bytes] = {}
+        self._node_topics: dict[str, bytes] = {}  # senml: node -> its encoded topic
 
     # -- the session ------------------------------------------------------
 
@@ -88,14 +89,14 @@ class MqttSink(Sink):
     async def deliver(self, frames: Sequence[ProcessedFrame], confirm: Callable[[], None]) -> None:
         connection = self._connection
         assert connection is not None
-        cfg, props, writer, topic_of = self.config, self._properties, self._writer, self._topic
-        messages = [message for frame in frames for message in messages_of(cfg.format, cfg.topic_prefix, frame, writer)]
+        props = self._properties
+        messages = self._senml_messages(frames) if self.config.format == "senml" else self._json_messages(frames)
         if not messages:
             confirm()
             return
         countdown = _Countdown(len(messages), confirm)
         publish = connection.publish
-        for message in messages:
+        for topic, payload in messages:
             if connection.full:
                 connection.flush()
                 while connection.full:
@@ -103,12 +104,31 @@ class MqttSink(Sink):
                     await _wait_any(connection.room(), asyncio.shield(connection.lost), timeout=1.0)
                     if connection.lost.done():
                         raise connection.lost.exception()
-            publish(topic_of(message.topic), message.payload, props, countdown)
+            publish(topic, payload, props, countdown)
         connection.flush()
         self.stats.messages_sent += len(messages)
         self._check_overdue()
         if not connection._writable.is_set():  # noqa: SLF001 - the socket buffer is full: wait before more
             await _wait_any(connection.room(), asyncio.shield(connection.lost), timeout=self._timeout)
+
+    def _senml_messages(self, frames: Sequence[ProcessedFrame]) -> list[tuple[bytes, bytes]]:
+        """(encoded topic, payload): one message per frame, on <prefix>/<node>."""
+        topics, write = self._node_topics, self._writer.senml_payload
+        out = []
+        for frame in frames:
+            topic = topics.get(frame.node)
+            if topic is None:
+                topic = self._topic(senml_topic(self.config.topic_prefix, frame.node))
+                if len(topics) < _TOPICS_CACHED:
+                    topics[frame.node] = topic
+            out.append((topic, write(frame)))
+        return out
+
+    def _json_messages(self, frames: Sequence[ProcessedFrame]) -> list[tuple[bytes, bytes]]:
+        """(encoded topic, payload): one message per measurement."""
+        prefix, writer, topic_of = self.config.topic_prefix, self._writer, self._topic
+        return [(topic_of(message.topic), message.payload)
+                for frame in frames for message in messages_of("json", prefix, frame, writer)]
 
     def _topic(self, topic: str) -> bytes:
         encoded = self._topics.get(topic)

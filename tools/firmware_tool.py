@@ -82,6 +82,19 @@ def _sources():
         yield path, Path("lib") / "protocol" / path.name
 
 
+def _module_name(rel):
+    """The name a module is imported by (``node.app``, ``drivers.ads1115``,
+    ``protocol.cose``), given to mpy-cross as the source name tracebacks
+    show: the VM interns the module name anyway, so the source name then
+    costs no interned string of its own (one per module, ~40 in a node)."""
+    parts = list(rel.with_suffix("").parts)
+    if parts[0] == "lib":
+        parts = parts[1:]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 def _display(src, rel):
     return ("protocol/" + rel.name) if rel.parts[0] == "lib" else "firmware/" + rel.as_posix()
 
@@ -101,7 +114,7 @@ def build(out, arch=None, romfs=False):
         else:
             dest = out / rel.with_suffix(".mpy")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            cmd = cross + ["-o", str(dest), "-s", rel.as_posix()]
+            cmd = cross + ["-o", str(dest), "-s", _module_name(rel)]
             if arch:
                 cmd.append("-march=" + arch)
             result = subprocess.run(cmd + [str(src)], capture_output=True, text=True)

@@ -31,17 +31,28 @@ ADDRESS_ENV = "SMEMET_ROMFS"  # "address:length" of the mapped partition, read b
 BLOCK = 4096  # erase block of the emulated flash
 
 # What a board's firmware does at start (MicroPython code here, C on a
-# board): a rom_ioctl for the partition (operations as in extmod/vfs_rom.c:
-# 1 count, 2 get, 3 prepare/erase, 4 write, 5 end, 6 block size), put where
-# `import vfs` finds it, and the image mounted at /rom with /rom and
-# /rom/lib on sys.path when the partition holds one.
-_BOOT = """\
+# board): the partition as a buffer, the image in it mounted at /rom with
+# /rom and /rom/lib on sys.path (when it holds one).
+_MAP = """\
 import os, sys, uctypes, vfs
 _a, _n = os.getenv("SMEMET_ROMFS").split(":")
 _rom_part = uctypes.bytearray_at(int(_a), int(_n))
 del _a, _n
-
-
+"""
+_MOUNT = """\
+try:
+    vfs.mount(vfs.VfsRom(_rom_part), "/rom")
+    sys.path[1:1] = ["/rom", "/rom/lib"]
+except OSError:
+    pass
+del os, sys, uctypes, vfs
+"""
+# At the REPL also vfs.rom_ioctl, for mpremote romfs query/deploy
+# (operations as in extmod/vfs_rom.c: 1 count, 2 get, 3 prepare/erase,
+# 4 write, 5 end, 6 block size), put where `import vfs` finds it.  The
+# firmware never uses it, so a node running main.py does not pay its heap
+# (~0.8 KB); mpremote stops main.py and talks to the REPL.
+_ROM_IOCTL = """\
 def _rom_ioctl(op, part=0, *args):
     if op == 1:
         return 1
@@ -70,12 +81,6 @@ class _vfs:
 
 
 sys.modules["vfs"] = _vfs
-try:
-    vfs.mount(vfs.VfsRom(_rom_part), "/rom")
-    sys.path[1:1] = ["/rom", "/rom/lib"]
-except OSError:
-    pass
-del os, sys, uctypes, vfs
 """ % {"block": BLOCK}
 
 
@@ -119,8 +124,8 @@ def vm_arguments(args: list[str]) -> list[str]:
         elif arg.startswith("-"):
             options.append(arg)
         else:  # the script; anything after it is not the firmware's business
-            return options + ["-c", _BOOT + "execfile(%r)\n" % arg]
-    return options + ["-i", "-c", _BOOT]
+            return options + ["-c", _MAP + _MOUNT + "del _rom_part\nexecfile(%r)\n" % arg]
+    return options + ["-i", "-c", _MAP + _ROM_IOCTL + _MOUNT]
 
 
 def main(argv: list[str] | None = None) -> int:

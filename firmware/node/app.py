@@ -158,20 +158,20 @@ class App:
         print("config: version %d saved, restarting to apply it" % version)
         self.outcome = _RESTART
 
-    async def _supervised(self, coro):
-        """Run a task; if it dies (a bug, MemoryError) end the app so the
-        node resets instead of running on without it."""
-        try:
-            await coro
-        except Exception as exc:  # noqa: BLE001
-            self.failure = exc
-            self.outcome = _CRASH
+    def _task_died(self, loop, context):
+        """asyncio's exception handler: a task ended with an exception (a
+        bug, a MemoryError).  End the app so the node resets instead of
+        running on without that task.  (One handler instead of a wrapper
+        coroutine per task: ~150 B of heap less per task.)"""
+        self.failure = context["exception"]
+        self.outcome = _CRASH
 
     async def main(self):
+        asyncio.get_event_loop().set_exception_handler(self._task_died)
         coros = [self.sender.run(), self.sender.receive(), self.latency(), self.health(), self.guard()]
         for ch, driver in self.channels:
             coros.append(self.sample(ch, driver))
-        tasks = [asyncio.create_task(self._supervised(c)) for c in coros]
+        tasks = [asyncio.create_task(c) for c in coros]
         del coros
         gc.collect()
         print("node %s up: fw %s, %d channels, store depth %d, next seq %d, %s" % (

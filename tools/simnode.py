@@ -52,10 +52,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-# -X heapsize of a simulated node: the firmware executed in place from its
-# ROMFS partition runs every driver in 64K (docs/firmware.md, Memory); the
-# files layout needs about twice that.
-DEFAULT_HEAP = "64K"
+# -X heapsize of a simulated node (docs/firmware.md, Memory): the firmware
+# executed in place from its ROMFS partition runs up to four drivers in
+# 96K (one channel in 64K); the files layout needs 40-60K more.
+DEFAULT_HEAP = "96K"
+FILES_HEAP = "160K"
 LAYOUTS = ("romfs", "files")
 # The sim board's ROMFS partition: 128 KiB, as in MicroPython's ESP32
 # partition table with one (partitions-4MiB-romfs.csv).

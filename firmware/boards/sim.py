@@ -19,7 +19,6 @@ import sys
 import json
 import time
 
-from boards.simwdt import SimWatchdog
 from node import fsutil
 
 RESET_FILE = "reset_cause.txt"
@@ -251,6 +250,8 @@ class Board:
         return None
 
     def watchdog(self, timeout_ms):
+        from boards.simwdt import SimWatchdog  # only a node with a watchdog pays its heap
+
         return SimWatchdog(timeout_ms, RESET_FILE)
 
     def reset_cause(self):

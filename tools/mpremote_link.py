@@ -84,6 +84,8 @@ def _walk(_d):
 for _d in {roots!r}:
     try:
         _walk(_d)
+        if _d not in _keep:
+            os.rmdir(_d)
     except OSError:
         pass
 """

@@ -10,10 +10,10 @@ port (``micropython_unix``, a CPython extension that runs the VM in this
 process) has neither, so this launcher maps the PARTITION file (a built
 ``firmware.romfs``, or a sim board's partition, possibly erased) into
 memory the process owns, outside the VM's heap; the VM wraps that address
-with ``uctypes.bytearray_at``, mounts a ``vfs.VfsRom`` over it and gets a
-``vfs.rom_ioctl`` that reads and writes it, before it runs the script (or
-the REPL).  Writes reach the file, so a deployed image survives a power
-cycle, as in flash.
+with ``uctypes.bytearray_at`` and mounts a ``vfs.VfsRom`` over it before it
+runs the script; at the REPL (no script) it also gets a ``vfs.rom_ioctl``
+that reads and writes the partition.  Writes reach the file, so a deployed
+image survives a power cycle, as in flash.
 
 Exit codes: the VM's own (``sys.exit(3)`` from the firmware is 3), 2 when
 the partition file is missing or cannot be mapped.
@@ -26,7 +26,6 @@ import mmap
 import os
 import sys
 
-ROMFS_MAGIC = b"\xd2\xcd\x31"  # first bytes of every ROMFS image (extmod/vfs_rom.c)
 ADDRESS_ENV = "SMEMET_ROMFS"  # "address:length" of the mapped partition, read by the VM
 BLOCK = 4096  # erase block of the emulated flash
 

@@ -218,7 +218,6 @@ class Board:
     NAME = "sim"
 
     def __init__(self, config):
-        self.config = config
         sim = config.get("sim") or {}
         self.scenario = Scenario(sim.get("scenario", "sim.json"), sim.get("time_scale", 1.0))
         self._i2c = {}

@@ -177,7 +177,7 @@ def romfs_fits(port: str, image: Image) -> str | None:
     size, said = mpremote_link.romfs_partition(port)
     if size is None:
         return (f"{port} has no ROMFS partition (mpremote romfs query: {said}); copying the firmware as files "
-                "instead, which needs about twice the heap (docs/firmware.md: boards with a ROMFS partition)")
+                "instead, which needs 30-45 % more heap (docs/firmware.md: boards with a ROMFS partition)")
     if image.romfs["size"] > size:
         return (f"the ROMFS image ({image.romfs['size']} bytes) does not fit the node's {size}-byte ROMFS partition; "
                 "copying the firmware as files instead (a larger partition: docs/firmware.md)")

@@ -8,9 +8,11 @@ partition, a partition file beside it (``<flash>.rom``) that
 image built by ``smemet firmware build --romfs`` is installed in one of two
 layouts: ``romfs`` (default: the code in the partition, executed in place;
 ``main.py``, ``boot.py`` and ``manifest.json`` in flash) or ``files`` (every
-``.mpy`` in flash, loaded into the heap, as on a board without a partition).  Its console is a pseudo-terminal bridged like a
-board's USB serial port: ``console_path`` is a ``/dev/pts/N`` that ``mpremote
-connect /dev/pts/N resume exec "…"`` or ``fs cp`` works against, as against a
+``.mpy`` in flash, loaded into the heap, as on a board without a partition).
+
+Its console is a pseudo-terminal bridged like a board's USB serial port:
+``console_path`` is a ``/dev/pts/N`` that ``mpremote connect /dev/pts/N
+resume exec "…"``, ``fs cp`` or ``romfs deploy`` works against, as against a
 board.  The bridge (a relay thread between two PTY pairs) also keeps what the
 node printed, so tests can read the console without holding the port.
 
@@ -232,6 +234,8 @@ class SimNode:
             raise SimNodeError(f"the ROMFS image ({len(data)} bytes) does not fit the sim board's "
                                f"{ROM_PARTITION_BYTES}-byte partition")
         self.rom.write_bytes(data + b"\xff" * (ROM_PARTITION_BYTES - len(data)))
+        for root in {path.split("/", 1)[0] for path in manifest["files"] if "/" in path}:
+            shutil.rmtree(self.flash / root, ignore_errors=True)  # an earlier files layout's code, never the data
         for name in ("main.py", "boot.py", "manifest.json"):
             shutil.copyfile(image / name, self.flash / name)
 

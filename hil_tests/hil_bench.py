@@ -33,7 +33,8 @@ class Summary:
     duplicates: int = 0
     rejects: Counter = field(default_factory=Counter)
     heap: str = "?"
-    heap_note: str = ""
+    layout: str = "?"
+    memory_errors: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -41,10 +42,11 @@ SUMMARY = Summary()
 
 
 class Bench:
-    def __init__(self, directory: Path, image: Path, heap: str, seed: int = 1) -> None:
+    def __init__(self, directory: Path, image: Path, heap: str, seed: int = 1, layout: str = "romfs") -> None:
         self.directory = Path(directory)
         self.image = image
         self.heap = heap
+        self.layout = layout
         self.seed = seed
         self.keys: dict[str, bytes] = {}
         self.nodes: dict[str, SimNode] = {}
@@ -83,7 +85,8 @@ class Bench:
             "watchdog_ms": 0,
             "channels": scenario.channels,
         }
-        node = SimNode(self.directory / name, image=self.image, config=config, scenario=scenario.sim_json(), heap=self.heap)
+        node = SimNode(self.directory / name, image=self.image, config=config, scenario=scenario.sim_json(), heap=self.heap,
+                       layout=self.layout)
         self.nodes[name] = node
         SUMMARY.nodes += 1
         return node
@@ -182,6 +185,7 @@ class Bench:
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()
+            SUMMARY.memory_errors += node.memory_errors
         if self.gateway is not None:
             try:
                 rejects = self.gateway.rejects()

@@ -13,13 +13,13 @@ import pytest
 import serial
 
 from smemet import scenarios
-from smemet.simnode import SimNode, pending_frames, read_store
+from smemet.simnode import FILES_HEAP, SimNode, pending_frames, read_store
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 
 @pytest.fixture
-def lonely_node(tmp_path, firmware_image, node_heap):
+def lonely_node(tmp_path, firmware_image, node_heap, node_layout):
     """A node whose gateway never answers: every frame stays in its flash."""
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
@@ -28,7 +28,8 @@ def lonely_node(tmp_path, firmware_image, node_heap):
               "transport": {"type": "udp", "gateway": "127.0.0.1", "port": sink.getsockname()[1], "ack_timeout_ms": 200},
               "batch": {"max_records": 4, "max_latency_ms": 300}, "sim": {"time_scale": 5.0}, "watchdog_ms": 0,
               "channels": s.channels}
-    node = SimNode(tmp_path / "flash", image=firmware_image, config=config, scenario=s.sim_json(), heap=node_heap)
+    node = SimNode(tmp_path / "flash", image=firmware_image, config=config, scenario=s.sim_json(), heap=node_heap,
+                   layout=node_layout)
     yield node, sink
     node.close()
     sink.close()
@@ -83,8 +84,9 @@ def test_mpremote_works_on_a_running_node_and_soft_reset_restarts_it(lonely_node
     assert up.mode == "main" and up.next_seq >= 64
 
 
-def test_firmware_reset_and_bad_config_behave_like_a_board(tmp_path, firmware_image, node_heap):
-    node = SimNode(tmp_path / "bad", image=firmware_image, config={"node_id": "x", "channels": "none"}, heap=node_heap)
+def test_firmware_reset_and_bad_config_behave_like_a_board(tmp_path, firmware_image, node_heap, node_layout):
+    node = SimNode(tmp_path / "bad", image=firmware_image, config={"node_id": "x", "channels": "none"}, heap=node_heap,
+                   layout=node_layout)
     with node:
         node.wait_console(r"config\.json: key:")
         time.sleep(1)
@@ -92,3 +94,26 @@ def test_firmware_reset_and_bad_config_behave_like_a_board(tmp_path, firmware_im
         out = subprocess.run([MPREMOTE, "connect", node.console_path, "resume", "exec", "print('reachable')"],
                              capture_output=True, text=True, timeout=30)
         assert out.stdout.strip() == "reachable", out.stderr
+
+
+def test_the_files_layout_runs_the_same_firmware_from_the_filesystem(tmp_path, firmware_image):
+    """The plain-files layout (a board without a ROMFS partition: every .mpy
+    on the filesystem, loaded into the heap) boots, samples and stores
+    frames like the ROMFS one, at the larger heap it needs."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    s = scenarios.combine("pair", scenarios.furnace_heatup(period_ms=100), scenarios.wire_break(period_ms=100))
+    config = {"node_id": "plain", "key": "33" * 32, "board": "sim",
+              "transport": {"type": "udp", "gateway": "127.0.0.1", "port": sink.getsockname()[1], "ack_timeout_ms": 200},
+              "batch": {"max_records": 4, "max_latency_ms": 300}, "sim": {"time_scale": 5.0}, "watchdog_ms": 0,
+              "channels": s.channels}
+    with SimNode(tmp_path / "flash", image=firmware_image, config=config, scenario=s.sim_json(), heap=FILES_HEAP,
+                 layout="files", rom_partition=False) as node:
+        try:
+            assert node.wait_up().node == "plain"
+            assert (node.flash / "node" / "app.mpy").is_file() and node.rom is None
+            time.sleep(3)
+            assert node.running and len(node.boots) == 1 and node.memory_errors == 0, node.console_text()[-800:]
+            assert len(pending_frames(node.flash)) >= 3
+        finally:
+            sink.close()

@@ -68,6 +68,9 @@ def register(subparsers) -> None:
     parser.add_argument("--board", choices=sorted(set(node_config.BOARDS.values())),
                         help="the node's board (default: detected from the node)")
     parser.add_argument("--image", metavar="DIR", help="a built firmware image (default: build now)")
+    parser.add_argument("--romfs", action="store_true",
+                        help="put the code in the node's ROMFS partition (executed in place: a far smaller heap); "
+                        "a node without one gets the files")
     parser.add_argument("--restart-gateway", metavar="CMD",
                         help="shell command that makes the gateway load the new key, "
                         "e.g. 'sudo systemctl reload smemet-gateway' (SIGHUP)")
@@ -139,7 +142,7 @@ def run(args) -> int:
     gateway, files, metrics, template, channels = _preflight(args)
     checklist = Checklist()
     try:
-        with flash.image_from(args.image) as image:
+        with flash.image_from(args.image, args.romfs) as image:
             _commission(args, gateway, files, metrics, template, channels, image, checklist)
     except StepFailed as failed:
         checklist.fail(failed.what, failed.hints)
@@ -199,17 +202,19 @@ def _commission(args, gateway, files, metrics, template, channels, image, checkl
                  f"in {files.keys_file} (mode 600)")
 
     # 4. firmware
-    current = _node_step("cannot read the node's firmware manifest", lambda: flash.device_is_current(port, image))
+    current = _node_step("cannot read the node's firmware manifest",
+                         lambda: flash.device_is_current(port, image, args.romfs))
     if current:
         checklist.ok(f"firmware {image.version} already on the node")
     else:
-        _node_step("copying the firmware failed", lambda: flash.copy_image(port, image))
-        bad = _node_step("verifying the firmware failed", lambda: flash.verify_image(port, image, show=lambda _: None))
+        layout, bad = _node_step("flashing the firmware failed",
+                                 lambda: flash.install(port, image, args.romfs, show=lambda _: None))
         if bad:
             raise StepFailed(f"firmware did not verify on the node: {len(bad)} files differ ({', '.join(bad[:3])})",
-                             ["run smemet flash --port " + port + " and look at the ✗ files",
-                              "the node's flash may be full or worn"])
-        checklist.ok(f"firmware {image.version} flashed and verified ({len(image.files())} files)")
+                             ["run smemet flash --port " + port + (" --romfs" if args.romfs else "")
+                              + " and look at the ✗ lines", "the node's flash may be full or worn"])
+        what = "ROMFS partition" if layout == "romfs" else f"{len(image.files())} files"
+        checklist.ok(f"firmware {image.version} flashed ({layout} layout) and verified ({what})")
 
     # 5. config (and scenario) to the node, read back
     with tempfile.TemporaryDirectory(prefix="smemet-commission-") as tmp:

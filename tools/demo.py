@@ -229,7 +229,7 @@ class Demo:
         _say(f"demo: gateway up (UDP 127.0.0.1:{self.udp_port}, config {self.config_path})")
 
     def _start_nodes(self) -> None:
-        image = flash.build_image(self.work / "image")
+        image = flash.build_image(self.work / "image", romfs=True)
         self.fleet = sim_fleet.Fleet(self.work / "nodes", image.path, self.args.heap)
         for i, name in enumerate(self.names):
             story = sim_fleet.scenario(sim_fleet.PLANT[i % len(sim_fleet.PLANT)][1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,8 @@ def _walk(_d):
 for _d in {roots!r}:
     try:
         _walk(_d)
+        if _d not in _keep:
+            os.rmdir(_d)
     except OSError:
         pass
 """
@@ -187,15 +190,72 @@ def hash_files(port: str, paths: list[str], timeout: float = 120.0) -> dict[str,
     return hashes
 
 
-def remove_stale_code(port: str, paths: list[str], first: tuple[str, ...] = (), timeout: float = 60.0) -> list[str]:
+def remove_stale_code(port: str, paths: list[str], first: tuple[str, ...] = (), timeout: float = 60.0,
+                      roots: list[str] | None = None) -> list[str]:
     """Remove the files ``first`` (if there), then the .py/.mpy files under
-    the directories of ``paths`` (an image's files) that are not among them,
-    in one session; returns the stale files removed."""
+    the directories of ``paths`` (an image's files; or under ``roots``)
+    that are not among them, in one session; returns the stale files
+    removed."""
     dirs = _directories(paths)
-    roots = sorted({d.split("/", 1)[0] for d in dirs})
+    if roots is None:
+        roots = sorted({d.split("/", 1)[0] for d in dirs})
     keep = sorted(set(paths) | set(dirs))
     out = run(port, ["exec", _STALE_SNIPPET.format(first=list(first), keep=keep, roots=roots)], timeout)
     return [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("STALE ")]
+
+
+_ROM_HASH_SNIPPET = """\
+import hashlib, binascii, vfs
+try:
+    _d = vfs.rom_ioctl(2, 0)
+except AttributeError:
+    _d = -1
+if isinstance(_d, int):
+    print('ROMHASH -')
+else:
+    _n = {length}
+    _h = hashlib.sha256()
+    if hasattr(_d, 'ioctl'):
+        _bs = _d.ioctl(5, 0)
+        _b = bytearray(_bs)
+        for _i in range((_n + _bs - 1) // _bs):
+            _d.readblocks(_i, _b)
+            _h.update(_b[:min(_bs, _n - _i * _bs)])
+    else:
+        for _i in range(0, _n, 256):
+            _h.update(_d[_i:min(_n, _i + 256)])
+    print('ROMHASH', binascii.hexlify(_h.digest()).decode())
+"""
+_PARTITION = re.compile(r"ROMFS0 partition has size (\d+) bytes")
+
+
+def romfs_partition(port: str) -> tuple[int | None, str]:
+    """The size of the node's first ROMFS partition (``mpremote romfs
+    query``), or None and what mpremote said instead."""
+    out = run(port, ["romfs", "query"], timeout=60.0)
+    found = _PARTITION.search(out)
+    if found:
+        return int(found.group(1)), ""
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return None, lines[-1] if lines else "no answer to mpremote romfs query"
+
+
+def deploy_romfs(port: str, image: Path, on_line: Callable[[str], None] | None = None,
+                 timeout: float = 600.0) -> None:
+    """Write a ROMFS image into the node's partition (``mpremote romfs
+    deploy``); the node mounts it at its next reset."""
+    run(port, ["romfs", "deploy", str(image)], timeout, on_line=on_line)
+
+
+def hash_romfs(port: str, length: int, timeout: float = 120.0) -> str | None:
+    """sha256 (hex) of the first ``length`` bytes of the node's ROMFS
+    partition, read on the device; None when it has no partition."""
+    out = run(port, ["exec", _ROM_HASH_SNIPPET.format(length=int(length))], timeout)
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "ROMHASH":
+            return None if parts[1] == "-" else parts[1]
+    return None
 
 
 def _directories(paths: list[str]) -> list[str]:

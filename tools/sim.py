@@ -24,7 +24,8 @@ def register(subparsers) -> None:
         "sim",
         help="run simulated nodes (the real firmware in MicroPython) against a gateway",
         description="Start N simulated nodes running a plant scenario, sending to a gateway over UDP; their "
-        "console lines are printed with the node's name. Ctrl-C stops them. Scenarios: "
+        "console lines are printed with the node's name. Ctrl-C stops them. Each node runs the firmware executed "
+        "in place from its ROMFS partition, as a board with one does. Scenarios: "
         + ", ".join(sorted(sim_fleet.scenarios.SCENARIOS)) + ".",
     )
     parser.add_argument("--nodes", type=int, default=1, metavar="N", help="how many nodes (default 1)")
@@ -64,7 +65,7 @@ def run(args) -> int:
     else:
         keys_file, default_port = args.keys, node_config.DEFAULT_GATEWAY_PORT
     gateway = node_config.parse_gateway(args.gateway or "127.0.0.1", default_port)
-    with flash.image_from(args.image) as image:
+    with flash.image_from(args.image, romfs=True) as image:
         return _run_fleet(args, story, keys_file, gateway, image)
 
 

@@ -1,11 +1,18 @@
 """Simulated sensor nodes: the real firmware image in the MicroPython unix port.
 
-A ``SimNode`` is one node on the ``sim`` board: its own process (``micropython
--X heapsize=… main.py``) running in its own flash directory (a copy of the
-image built by ``smemet firmware build`` plus ``config.json`` and the
-scenario file ``sim.json``).  Its console is a pseudo-terminal bridged like a
-board's USB serial port: ``console_path`` is a ``/dev/pts/N`` that ``mpremote
-connect /dev/pts/N resume exec "…"`` or ``fs cp`` works against, as against a
+A ``SimNode`` is one node on the ``sim`` board: its own process running the
+MicroPython unix port in its own flash directory (``main.py``, ``config.json``,
+the scenario file ``sim.json``, the store) and, like a board with a ROMFS
+partition, a partition file beside it (``<flash>.rom``) that
+``tools/romboot.py`` maps outside the VM's heap and mounts at ``/rom``.  The
+image built by ``smemet firmware build --romfs`` is installed in one of two
+layouts: ``romfs`` (default: the code in the partition, executed in place;
+``main.py``, ``boot.py`` and ``manifest.json`` in flash) or ``files`` (every
+``.mpy`` in flash, loaded into the heap, as on a board without a partition).
+
+Its console is a pseudo-terminal bridged like a board's USB serial port:
+``console_path`` is a ``/dev/pts/N`` that ``mpremote connect /dev/pts/N
+resume exec "…"``, ``fs cp`` or ``romfs deploy`` works against, as against a
 board.  The bridge (a relay thread between two PTY pairs) also keeps what the
 node printed, so tests can read the console without holding the port.
 
@@ -47,10 +54,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-# -X heapsize of a simulated node.  On the 64-bit unix port the firmware's
-# bytecode lives in the heap (on a board it is frozen in flash): the firmware
-# with every sim driver needs 132K (docs/firmware.md), so 160K with margin.
-DEFAULT_HEAP = "160K"
+# -X heapsize of a simulated node (docs/firmware.md, Memory): the firmware
+# executed in place from its ROMFS partition runs up to four drivers in
+# 96K (one channel in 64K); the files layout needs 40-60K more.
+DEFAULT_HEAP = "96K"
+FILES_HEAP = "160K"
+LAYOUTS = ("romfs", "files")
+# The sim board's ROMFS partition: 128 KiB, as in MicroPython's ESP32
+# partition table with one (partitions-4MiB-romfs.csv).
+ROM_PARTITION_BYTES = 128 * 1024
 _BOOT_LINE = re.compile(rb"node (\S+) up: .*?next seq (\d+)")
 _RAW_PROMPT = b"raw REPL; CTRL-B to exit"
 _FRIENDLY_PROMPT = b">>> "
@@ -73,11 +85,12 @@ def micropython_path() -> str:
 
 
 def build_image(out: Path | str) -> Path:
-    """Build the firmware image with ``smemet firmware build`` into ``out``."""
+    """Build the firmware image with ``smemet firmware build --romfs`` into
+    ``out`` (both layouts)."""
     from smemet import firmware_tool
 
     try:
-        firmware_tool.build(out)
+        firmware_tool.build(out, romfs=True)
     except firmware_tool.BuildError as exc:
         raise SimNodeError(f"firmware build failed: {exc}") from None
     return Path(out)
@@ -145,8 +158,10 @@ class Boot:
 
 @dataclass
 class SimNode:
-    """One simulated node.  ``image`` is a built firmware directory copied
-    into ``flash`` at creation (leave it None for a fresh, empty board)."""
+    """One simulated node.  ``image`` is a built firmware directory
+    installed at creation in ``layout`` (leave it None for a fresh, empty
+    board).  ``rom_partition`` False makes a board without a ROMFS
+    partition (plain ``micropython``; only the files layout)."""
 
     flash: Path
     image: Path | None = None
@@ -156,12 +171,21 @@ class SimNode:
     micropython: str | None = None
     on_console: Callable[[bytes], None] | None = None
     boots: list[Boot] = field(default_factory=list)
+    layout: str = "romfs"
+    rom_partition: bool = True
 
     def __post_init__(self) -> None:
         self.flash = Path(self.flash)
         self.flash.mkdir(parents=True, exist_ok=True)
+        if self.layout not in LAYOUTS:
+            raise SimNodeError(f"layout {self.layout!r}: give one of {', '.join(LAYOUTS)}")
+        if self.layout == "romfs" and self.image is not None and not self.rom_partition:
+            raise SimNodeError("the romfs layout needs a board with a ROMFS partition (rom_partition=True)")
+        self.rom = self.flash.with_name(self.flash.name + ".rom") if self.rom_partition else None
+        if self.rom is not None and not self.rom.exists():
+            self.rom.write_bytes(b"\xff" * ROM_PARTITION_BYTES)  # erased flash
         if self.image is not None:
-            shutil.copytree(self.image, self.flash, dirs_exist_ok=True)
+            self._install(Path(self.image))
         if self.config is not None:
             self.write_config(self.config)
         if self.scenario is not None:
@@ -189,6 +213,31 @@ class SimNode:
         self._supervisor: threading.Thread | None = None
 
     # ------------------------------------------------------------ files
+
+    def _install(self, image: Path) -> None:
+        """Put ``image`` on the board as flashing it would: in the romfs
+        layout its ROMFS image into the partition and only the files a
+        board runs by name into flash."""
+        try:
+            manifest = json.loads((image / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise SimNodeError(f"{image} is not a firmware image ({exc}): build one with smemet firmware build") from None
+        romfs = manifest.get("romfs")
+        if self.layout == "files":
+            shutil.copytree(image, self.flash, dirs_exist_ok=True,
+                            ignore=lambda d, names: [romfs["image"]] if romfs and Path(d) == image else [])
+            return
+        if not romfs:
+            raise SimNodeError(f"{image} has no ROMFS image: build it with smemet firmware build --romfs")
+        data = (image / romfs["image"]).read_bytes()
+        if len(data) > ROM_PARTITION_BYTES:
+            raise SimNodeError(f"the ROMFS image ({len(data)} bytes) does not fit the sim board's "
+                               f"{ROM_PARTITION_BYTES}-byte partition")
+        self.rom.write_bytes(data + b"\xff" * (ROM_PARTITION_BYTES - len(data)))
+        for root in {path.split("/", 1)[0] for path in manifest["files"] if "/" in path}:
+            shutil.rmtree(self.flash / root, ignore_errors=True)  # an earlier files layout's code, never the data
+        for name in ("main.py", "boot.py", "manifest.json"):
+            shutil.copyfile(image / name, self.flash / name)
 
     @property
     def name(self) -> str:
@@ -284,7 +333,10 @@ class SimNode:
             proc.wait()
 
     def _spawn(self, mode: str) -> None:
-        args = [self.micropython, "-X", f"heapsize={self.heap}"]
+        if self.rom is not None:  # the VM with the partition mapped, /rom mounted when it holds an image
+            args = [sys.executable, "-m", "smemet.romboot", str(self.rom), "-X", f"heapsize={self.heap}"]
+        else:
+            args = [self.micropython, "-X", f"heapsize={self.heap}"]
         if mode == "main":
             args.append("main.py")
         env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}

@@ -12,7 +12,6 @@ class HardwareBoard:
     ADC = {}  # name -> pin
 
     def __init__(self, config):
-        self.config = config
         self._buses = {}
 
     def _shared(self, key, make):

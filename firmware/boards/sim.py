@@ -19,7 +19,6 @@ import sys
 import json
 import time
 
-from boards.simwdt import SimWatchdog
 from node import fsutil
 
 RESET_FILE = "reset_cause.txt"
@@ -219,7 +218,6 @@ class Board:
     NAME = "sim"
 
     def __init__(self, config):
-        self.config = config
         sim = config.get("sim") or {}
         self.scenario = Scenario(sim.get("scenario", "sim.json"), sim.get("time_scale", 1.0))
         self._i2c = {}
@@ -251,6 +249,8 @@ class Board:
         return None
 
     def watchdog(self, timeout_ms):
+        from boards.simwdt import SimWatchdog  # only a node with a watchdog pays its heap
+
         return SimWatchdog(timeout_ms, RESET_FILE)
 
     def reset_cause(self):

@@ -19,5 +19,5 @@ def image(tmp_path_factory):
     import firmware_tool
 
     out = tmp_path_factory.mktemp("image")
-    firmware_tool.build(out)
+    firmware_tool.build(out, romfs=True)
     return out

@@ -1,4 +1,5 @@
-"""A node from the built image, end to end over UDP on loopback, against a
+"""A node from the built image in the files layout (every .mpy loaded into
+the heap, as on a board without a ROMFS partition), end to end over UDP on loopback, against a
 test peer that ACKs per SPEC: frames verify with the gateway decoder and
 with pycose, retransmission, clock sync, and store-and-forward across a
 SIGKILL."""
@@ -25,7 +26,7 @@ HEAP = "112K"  # two channels: NODE_HEAP_ONE plus a step (see fw_testlib)
 
 def flash_dir(image, tmp_path, port):
     flash = tmp_path / "flash"
-    shutil.copytree(image, flash)
+    shutil.copytree(image, flash, ignore=shutil.ignore_patterns("firmware.romfs"))
     config = {
         "node_id": "n1", "key": KEY.hex(), "board": "sim", "stable_after_s": 1,
         "transport": {"type": "udp", "gateway": "127.0.0.1", "port": port, "ack_timeout_ms": 200,

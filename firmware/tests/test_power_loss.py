@@ -29,8 +29,8 @@ def test_power_cuts_lose_nothing_and_repeat_nothing(tmp_path):
     in_doubt = set()  # an ACK the cut interrupted: either outcome is allowed
     for run in range(KILLS):
         lines = run_until_killed(tmp_path, rng.randrange(1 << 30), rng.uniform(0.03, 0.35))
-        if not lines:
-            continue  # cut before the VM printed anything (a loaded machine): it claimed nothing
+        if not lines:  # cut while the VM was still starting (~60 ms, more on a busy machine): nothing claimed
+            continue
         assert lines[0].startswith("BOOT"), lines[:5]
         pending = {int(x) for x in lines[0].split()[1:]}
         assert not pending & acked, ("acknowledged frames came back", sorted(pending & acked))
@@ -53,4 +53,4 @@ def test_power_cuts_lose_nothing_and_repeat_nothing(tmp_path):
             elif word == "ACKED":
                 acked.add(int(rest))
         in_doubt = acking - acked
-    assert len(taken) > 200 and len(acked) > 100, (len(taken), len(acked))
+    assert len(taken) > 200 and len(acked) > 100, (len(taken), len(acked))  # enough cuts landed in real work

@@ -1,7 +1,9 @@
-"""The built image in a small heap: a node with four drivers (max31856,
-ads1115, adxl345, a Modbus RTU instrument) on the sim board samples, frames
-and sends for more than 10 seconds without a MemoryError; and a gateway
-config update is saved, the node resets, and the next boot applies it."""
+"""The built image in a small heap, executed in place from its ROMFS image
+(the board's ROMFS partition, tools/romboot.py): a node with four drivers
+(max31856, ads1115, adxl345, a Modbus RTU instrument) on the sim board
+samples, frames and sends for more than 10 seconds without a MemoryError;
+and a gateway config update is saved, the node resets, and the next boot
+applies it."""
 
 import json
 import shutil
@@ -9,7 +11,7 @@ import socket
 import subprocess
 import time
 
-from fw_testlib import MICROPYTHON, NODE_HEAP
+from fw_testlib import ROMFS_HEAP, romboot
 from smemet.protocol import cose, gateway_side, messages
 
 KEY = bytes(range(32))
@@ -55,8 +57,10 @@ class Gateway:
 
 
 def _flash(image, tmp_path, port):
-    flash = tmp_path / "flash"
-    shutil.copytree(image, flash)
+    flash = tmp_path / "flash"  # the filesystem of the ROMFS layout: main.py and the node's own files
+    flash.mkdir()
+    for name in ("main.py", "boot.py", "manifest.json"):
+        shutil.copyfile(image / name, flash / name)
     config = {"node_id": NODE.decode(), "key": KEY.hex(), "board": "sim", "stable_after_s": 1,
               "transport": {"type": "udp", "gateway": "127.0.0.1", "port": port, "ack_timeout_ms": 300},
               "batch": {"max_records": 16, "max_latency_ms": 1000}, "health": {"period_s": 2}, "channels": CHANNELS}
@@ -65,8 +69,8 @@ def _flash(image, tmp_path, port):
     return flash
 
 
-def _start(flash, log):
-    return subprocess.Popen([str(MICROPYTHON), "-X", "heapsize=" + NODE_HEAP, "main.py"], cwd=flash, stdout=log,
+def _start(image, flash, log):
+    return subprocess.Popen(romboot(image) + ["-X", "heapsize=" + ROMFS_HEAP, "main.py"], cwd=flash, stdout=log,
                             stderr=subprocess.STDOUT)
 
 
@@ -81,7 +85,7 @@ def test_four_drivers_run_in_a_small_heap(image, tmp_path):
     flash = _flash(image, tmp_path, gw.port)
     log_path = tmp_path / "console.txt"
     with open(log_path, "w") as log:
-        node = _start(flash, log)
+        node = _start(image, flash, log)
         try:
             gw.pump(12.0)
             alive = node.poll() is None
@@ -111,14 +115,14 @@ def test_config_update_is_saved_then_applied_at_the_next_boot(image, tmp_path):
     flash = _flash(image, tmp_path, gw.port)
     log_path = tmp_path / "console.txt"
     with open(log_path, "w") as log:
-        node = _start(flash, log)
+        node = _start(image, flash, log)
         try:
             gw.pump(3.0, until=lambda: len(gw.messages) >= 2)
             gw.config_update = (7, {"batch.max_records": 6, "channels.ladle.period_ms": 400})
             gw.pump(5.0, until=lambda: node.poll() is not None)
             assert node.wait(5) == 3, "the node resets (sys.exit(3) on the sim board) to apply the update"
             saved_before_reset = (flash / "config.update").exists()
-            node = _start(flash, log)
+            node = _start(image, flash, log)
             before = len(gw.messages)
             gw.pump(6.0, until=lambda: any(
                 r.name == "cfg_ver" and r.value == 7 for m in gw.messages[before:]

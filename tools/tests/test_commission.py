@@ -45,11 +45,13 @@ def commission(node, gw, *extra, node_id="ladle-7"):
 
 def test_commissions_a_fresh_node_whose_frames_reach_mqtt_and_can_run_again(fresh_node, gateway, broker):
     sub = broker.subscriber("test/plant/#").start()
-    result = commission(fresh_node, gateway, "--restart-gateway", gateway.restart_command, "--timeout", "30")
+    result = commission(fresh_node, gateway, "--romfs", "--restart-gateway", gateway.restart_command, "--timeout", "30")
     assert result.returncode == 0, result.stdout + result.stderr
     checks = [line for line in result.stdout.splitlines() if line[:1] in "✓✗"]
     assert len(checks) == 8 and all(line.startswith("✓") for line in checks), result.stdout
-    assert "registered with a new key" in result.stdout and "flashed and verified" in result.stdout
+    assert "registered with a new key" in result.stdout and "flashed (romfs layout) and verified" in result.stdout
+    assert sorted(p.name for p in fresh_node.flash.iterdir() if p.suffix in (".py", ".mpy", "")) == [
+        "boot.py", "main.py", "store"], "the code is in the ROMFS partition, not on the filesystem"
     assert "gateway received a valid frame from ladle-7" in result.stdout
 
     # the key store holds the node's key, privately; the node holds the same key
@@ -68,7 +70,7 @@ def test_commissions_a_fresh_node_whose_frames_reach_mqtt_and_can_run_again(fres
     sub.stop()
 
     # again (e.g. after a failure further on): the key is kept, the firmware is not copied again
-    again = commission(fresh_node, gateway, "--timeout", "30")
+    again = commission(fresh_node, gateway, "--romfs", "--timeout", "30")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already registered: its key kept" in again.stdout and "already on the node" in again.stdout
     assert json.loads((fresh_node.flash / "config.json").read_text())["key"] == config["key"]

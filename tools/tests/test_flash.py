@@ -6,26 +6,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from smemet import errors, serial_port
 from smemet.fieldtest import smemet
 from smemet.firmware_tool import build
-from smemet.sim_fleet import SIM_HEAP
-from smemet.simnode import SimNode
+from smemet.simnode import FILES_HEAP, SimNode
 
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     out = tmp_path_factory.mktemp("image") / "firmware"
-    build(out)
+    build(out, romfs=True)
     return out
 
 
 @pytest.fixture
 def fresh_node(tmp_path):
-    node = SimNode(tmp_path / "flash", heap=SIM_HEAP)  # an empty board at its REPL
+    node = SimNode(tmp_path / "flash", heap=FILES_HEAP)  # an empty board at its REPL, with a ROMFS partition
     node.power_on()
     node.wait_console(r">>> ")
     yield node
@@ -88,6 +90,43 @@ def test_stale_firmware_code_is_removed_and_the_nodes_data_kept(fresh_node, imag
         assert (flash / path).read_bytes() == content, path
     fresh_node.wait_console(r"config\.json: ", timeout=15)  # the new firmware checks the config
     assert "STALE FIRMWARE" not in fresh_node.console_text()
+
+
+def test_flash_romfs_writes_the_partition_and_verifies_it_on_the_device(fresh_node, image):
+    (fresh_node.flash / "node").mkdir()
+    (fresh_node.flash / "node" / "app.mpy").write_bytes(b"M\x06old")  # an earlier files-layout install
+    (fresh_node.flash / "config.json").write_bytes(b'{"node_id": "x"}')  # the node's own: kept
+    result = smemet("flash", "--port", fresh_node.console_path, "--romfs", "--image", str(image))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((image / "manifest.json").read_text())
+    rom = (image / "firmware.romfs").read_bytes()
+    assert f"✓ ROMFS partition: firmware.romfs ({len(rom)} bytes)" in result.stdout
+    assert "romfs layout" in result.stdout and "✗" not in result.stdout
+    assert fresh_node.rom.read_bytes()[:len(rom)] == rom and hashlib.sha256(rom).hexdigest() == manifest["romfs"]["sha256"]
+    assert sorted(p.name for p in fresh_node.flash.iterdir()) == ["boot.py", "config.json", "main.py", "manifest.json"]
+    assert "removed node/app.mpy (the code now runs from the ROMFS partition)" in result.stderr
+    fresh_node.wait_console(r"config\.json: ", timeout=15)  # restarted: the code from /rom checks the config
+    out = subprocess.run([str(Path(sys.executable).with_name("mpremote")), "connect", fresh_node.console_path, "resume",
+                          "exec", "import json; print(json.load(open('/rom/manifest.json'))['files']['node/app.mpy'])"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == manifest["files"]["node/app.mpy"], out.stdout + out.stderr
+
+
+def test_flash_romfs_on_a_board_without_a_partition_says_so_and_copies_files(tmp_path, image):
+    with SimNode(tmp_path / "flash", heap=FILES_HEAP, rom_partition=False) as node:
+        node.wait_console(r">>> ")
+        result = smemet("flash", "--port", node.console_path, "--romfs", "--image", str(image), "--no-restart")
+        assert result.returncode == 0, result.stderr
+        assert "has no ROMFS partition (mpremote romfs query: ROMFS is not enabled on this device)" in result.stderr
+        assert "files layout" in result.stdout and (node.flash / "node" / "app.mpy").is_file()
+
+
+def test_romfs_with_an_image_built_without_it_is_one_line(fresh_node, tmp_path):
+    plain = tmp_path / "plain"
+    build(plain)
+    result = smemet("flash", "--port", fresh_node.console_path, "--romfs", "--image", str(plain))
+    assert result.returncode == 2 and "has no ROMFS image" in result.stderr and "--romfs" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_no_such_port_is_one_line_and_exit_2(tmp_path):

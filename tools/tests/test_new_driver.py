@@ -54,7 +54,7 @@ def test_scaffold_has_the_conventional_files_and_its_test_passes(firmware, bus, 
 def test_scaffold_builds_and_runs_from_config_json(firmware, tmp_path, monkeypatch):
     monkeypatch.setattr(firmware_tool, "FIRMWARE", firmware)  # build the copy, as `smemet firmware build` does the tree
     image = tmp_path / "image"
-    manifest = firmware_tool.build(image)
+    manifest = firmware_tool.build(image, romfs=True)
     for bus in BUSES:
         assert f"drivers/my_{bus}/__init__.mpy" in manifest["files"] and f"drivers/my_{bus}/sim.mpy" in manifest["files"]
         assert not any("test_my_" in path for path in manifest["files"])

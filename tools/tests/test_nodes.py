@@ -22,7 +22,7 @@ def running(tmp_path):
     keys = {"furnace-1": os.urandom(32), "flowloop-2": os.urandom(32), "spare-3": os.urandom(32)}
     gw = SupervisedGateway(tmp_path / "gw", keys=keys).start()
     image = tmp_path / "image"
-    build(image)
+    build(image, romfs=True)
     fleet = sim_fleet.Fleet(tmp_path / "nodes", image)
     for name, story in (("furnace-1", "furnace_heatup"), ("flowloop-2", "wire_break")):
         s = sim_fleet.scenario(story)

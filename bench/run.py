@@ -27,6 +27,7 @@ STAGES = [
     ("kernels", "bench_kernels.py", "each processing kernel, Cython vs pure Python"),
     ("gateway", "bench_gateway.py", "ingest -> verify -> outbox -> processing"),
     ("routes", "bench_routes.py", "MQTT QoS 1 publish rate to a local Mosquitto"),
+    ("sparkplug", "bench_sparkplug.py", "Sparkplug B encoder (one core) and sink into a local Mosquitto"),
     ("end_to_end", "bench_e2e.py", "load generator -> gateway -> Mosquitto -> subscriber"),
     ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
 ]
@@ -69,6 +70,8 @@ def summary(results: dict) -> dict:
         "floor_fraction": None,
         "gateway_rss_mb": e2e.get("gateway_rss_mb"),
         "gateway_cpu_s_per_100k": e2e.get("gateway_cpu_s_per_100k"),
+        "sparkplug_encoder_metrics_per_s": results.get("sparkplug", {}).get("encoder", {}).get("metrics_per_s"),
+        "sparkplug_sink_metrics_per_s": results.get("sparkplug", {}).get("sink", {}).get("metrics_per_s"),
     }
     if e2e.get("frames_per_s") and floor.get("floor_frames_per_s"):
         line["floor_fraction"] = round(e2e["frames_per_s"] / floor["floor_frames_per_s"], 3)

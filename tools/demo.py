@@ -36,6 +36,7 @@ from .errors import UserError
 from .gateway_toml import write_gateway_config
 
 PREFIX = "smemet"
+SPARKPLUG_GROUP, SPARKPLUG_EDGE = "smemet-demo", "demo-gw"
 
 
 def register(subparsers) -> None:
@@ -52,6 +53,9 @@ def register(subparsers) -> None:
     parser.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://HOST:PORT) instead of the embedded one")
     parser.add_argument("--heap", default=sim_fleet.SIM_HEAP, help=f"each node's MicroPython heap (default {sim_fleet.SIM_HEAP})")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (gateway.toml, keys, outbox, node flash)")
+    parser.add_argument("--sparkplug", action="store_true",
+                        help=f"also publish Sparkplug B (group {SPARKPLUG_GROUP!r}, edge node {SPARKPLUG_EDGE!r}) "
+                        "and count its metrics")
     parser.set_defaults(func=run)
 
 
@@ -102,6 +106,38 @@ class Counter:
         return len(self.seen)
 
 
+class SparkplugCounter:
+    """Sparkplug B messages received: births, and DDATA metrics unique by
+    (device, alias, timestamp)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple] = set()
+        self.births = 0
+        self.unreadable = 0
+
+    def feed(self, topic: str, payload: bytes) -> None:
+        from smemet.gateway.sinks.sparkplug.schema import Payload
+
+        parts = topic.split("/")
+        if len(parts) < 4:
+            return
+        if parts[2] in ("NBIRTH", "DBIRTH"):
+            self.births += 1
+        if parts[2] != "DDATA":
+            return
+        try:
+            message = Payload.FromString(payload)
+        except Exception:  # noqa: BLE001 - a malformed payload is counted, never fatal
+            self.unreadable += 1
+            return
+        device = parts[4] if len(parts) > 4 else ""
+        self.seen.update((device, m.alias, m.timestamp) for m in message.metrics)
+
+    @property
+    def metrics(self) -> int:
+        return len(self.seen)
+
+
 def run(args) -> int:
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be positive (seconds)")
@@ -127,6 +163,7 @@ class Demo:
         self.work = work
         self.external = broker
         self.counter = Counter()
+        self.sparkplug = SparkplugCounter() if args.sparkplug else None
         self.stop = asyncio.Event()
         self.broker = None
         self.gateway = None
@@ -196,8 +233,14 @@ class Demo:
                 async with aiomqtt.Client(host, port, identifier=f"smemet-demo-{time.time_ns()}",
                                           protocol=aiomqtt.ProtocolVersion.V311) as client:
                     await client.subscribe(f"{PREFIX}/+/+", qos=1)
+                    if self.sparkplug is not None:
+                        await client.subscribe(f"spBv1.0/{SPARKPLUG_GROUP}/#", qos=1)
                     async for message in client.messages:
-                        self.counter.feed(message.payload)
+                        topic = str(message.topic)
+                        if topic.startswith("spBv1.0/"):
+                            self.sparkplug.feed(topic, message.payload)
+                        else:
+                            self.counter.feed(message.payload)
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.5)  # the broker restarts or is slow: subscribe again
 
@@ -218,8 +261,13 @@ class Demo:
         self.metrics_port = _free_port()
         route = {"name": "demo", "broker": f"mqtt://{host}:{port}", "topic_prefix": PREFIX, "include": ["*"],
                  "format": "json", "mqtt_version": "auto" if self.external else "3.1.1"}
+        sparkplug = None
+        if self.args.sparkplug:
+            sparkplug = {"broker": f"mqtt://{host}:{port}", "group_id": SPARKPLUG_GROUP, "edge_node_id": SPARKPLUG_EDGE,
+                         "mqtt_version": "auto" if self.external else "3.1.1"}
         self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
-                                                routes=[route], keys_file=str(keys_file), gateway_id="demo-gw")
+                                                routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
+                                                sparkplug=sparkplug)
         try:
             config = load_config(str(self.config_path))
             self.gateway = Gateway(config)
@@ -244,7 +292,11 @@ class Demo:
               f"  mosquitto_sub -h {host} -p {port} -t '{PREFIX}/#' -v\n"
               f"  {smemet} monitor --broker mqtt://{host}:{port}\n"
               f"  {smemet} nodes --gateway-config {self.config_path}\n"
-              f"Ctrl-C stops the demo" + (f" (or it stops after {self.args.duration:g} s)" if self.args.duration else ""),
+              + (f"Sparkplug B: edge node {SPARKPLUG_GROUP}/{SPARKPLUG_EDGE}, one device per node; point a Sparkplug "
+                 f"host (Ignition MQTT Engine, a historian) at mqtt://{host}:{port}, or see the raw messages:\n"
+                 f"  mosquitto_sub -h {host} -p {port} -t 'spBv1.0/{SPARKPLUG_GROUP}/#' -v\n"
+                 if self.sparkplug is not None else "")
+              + "Ctrl-C stops the demo" + (f" (or it stops after {self.args.duration:g} s)" if self.args.duration else ""),
               flush=True)
 
     # ------------------------------------------------------------ run
@@ -267,6 +319,8 @@ class Demo:
                 last_line = now
                 line = (f"demo: {now - started:5.0f} s  {len(self.names)} nodes  "
                         f"{self.counter.delivered} measurements delivered")
+                if self.sparkplug is not None:
+                    line += f", {self.sparkplug.metrics} Sparkplug metrics"
                 if live:
                     sys.stderr.write("\r" + line + "   ")
                     sys.stderr.flush()
@@ -290,6 +344,9 @@ class Demo:
         buffered = sum(pending.values())
         print(f"demo: {len(self.names)} nodes, {self.counter.delivered} measurements delivered, {lost} lost"
               + (f" ({buffered} frames were still buffered in the nodes' flash)" if buffered else ""), flush=True)
+        if self.sparkplug is not None:
+            print(f"demo: sparkplug: {self.sparkplug.metrics} metrics in DDATA, {self.sparkplug.births} births "
+                  f"(edge node {SPARKPLUG_GROUP}/{SPARKPLUG_EDGE})", flush=True)
         if self.fleet and self.fleet.memory_errors():
             _say(f"demo: nodes ran out of heap: {self.fleet.memory_errors()} (try --heap 256K)")
         return 0 if lost == 0 else 1

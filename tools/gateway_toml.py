@@ -1,5 +1,6 @@
 """A small gateway.toml for a gateway the tools run themselves (the demo,
-tests): UDP ingest, an outbox, metrics, optional MQTT routes.  The full
+tests): UDP ingest, an outbox, metrics, optional MQTT routes and a Sparkplug
+edge node.  The full
 reference is docs/gateway.toml."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _value(value) -> str:
 
 def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: list[dict] = (),
                  keys_file: str = "keys.toml", gateway_id: str = "smemet-gw", bind: str = "127.0.0.1",
-                 log_level: str = "warning") -> str:
+                 log_level: str = "warning", sparkplug: dict | None = None) -> str:
     lines = [
         "[gateway]", f"id = {_value(gateway_id)}", "shutdown_grace = 3.0", "",
         "[keys]", f"file = {_value(keys_file)}", "",
@@ -34,6 +35,10 @@ def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: l
     for route in routes:
         lines.append("[[routes]]")
         lines += [f"{key} = {_value(value)}" for key, value in route.items()]
+        lines.append("")
+    if sparkplug:
+        lines.append("[sparkplug]")
+        lines += [f"{key} = {_value(value)}" for key, value in sparkplug.items()]
         lines.append("")
     return "\n".join(lines)
 

@@ -19,10 +19,11 @@ class OutboxMeasurements(Outbox):
         super().__init__(str(path), max_bytes)
         self._frames = 0
 
-    def add(self, measurements: Iterable[Measurement]) -> int:
+    def add(self, measurements: Iterable[Measurement], received: float = 0.0) -> int:
         """Store measurements (their ``id`` is ignored: the outbox gives the
-        next ones), a processed frame per run of one (node, seq); returns the
-        last id; wakes waiting sinks."""
+        next ones), a processed frame per run of one (node, seq), each
+        ``received`` (arrival, Unix s) at that time; returns the last id;
+        wakes waiting sinks."""
         groups: list[list[Measurement]] = []
         for m in measurements:
             if groups and (groups[-1][0].node, groups[-1][0].seq, groups[-1][0].kind) == (m.node, m.seq, m.kind):
@@ -33,7 +34,7 @@ class OutboxMeasurements(Outbox):
         next_id = self.last_measurement_id + 1
         for group in groups:
             self._frames += 1
-            frames.append(_frame(next_id, self._frames, group))
+            frames.append(_frame(next_id, self._frames, group, received))
             next_id += len(group)
         last = self.write_processed(frames, self.processing_cursor())
         self.notify()
@@ -43,10 +44,10 @@ class OutboxMeasurements(Outbox):
         return self.last_measurement_id
 
 
-def _frame(first_id: int, frame_id: int, group: Sequence[Measurement]) -> ProcessedFrame:
+def _frame(first_id: int, frame_id: int, group: Sequence[Measurement], received: float = 0.0) -> ProcessedFrame:
     head = group[0]
     return ProcessedFrame(
-        first_id, frame_id, head.node, head.seq, KIND_NAMES.index(head.kind), 0.0,
+        first_id, frame_id, head.node, head.seq, KIND_NAMES.index(head.kind), received,
         tuple(m.channel for m in group), tuple(m.time for m in group), tuple(m.value for m in group),
         tuple(m.unit for m in group), bytes(QUALITY_CODES[m.quality] for m in group), tuple(m.reason for m in group),
     )

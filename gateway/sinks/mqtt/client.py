@@ -13,6 +13,11 @@ message (call ``flush`` to write); ``on_ack(token)`` runs at its PUBACK;
 ``lost`` completes (with the reason as its exception) when the session ends
 for any reason: the broker closed it, refused a publish (MQTT 5 reason code),
 missed its keepalive, or sent bytes that are not MQTT.
+
+For a sink that also listens (Sparkplug: NCMD, a host's STATE):
+``subscribe`` waits for the SUBACK, ``on_message(wire.Publish)`` runs for
+each message the broker delivers (QoS 1 ones are PUBACKed first), and
+``publish_qos0`` queues a message the broker does not acknowledge.
 """
 
 from __future__ import annotations
@@ -51,9 +56,12 @@ class ConnectTimeout(SinkError):
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, version: int, on_ack: Callable[[object], None]) -> None:
+    def __init__(self, version: int, on_ack: Callable[[object], None],
+                 on_message: Callable[[wire.Publish], None] | None = None) -> None:
         self.version = version
         self._on_ack = on_ack
+        self._on_message = on_message
+        self._subacks: dict[int, asyncio.Future] = {}  # SUBSCRIBE packet id -> its SUBACK
         self._decoder = wire.Decoder(version)
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -80,11 +88,12 @@ class Connection(asyncio.Protocol):
     async def open(cls, host: str, port: int, *, version: int, client_id: str, keepalive: int,
                    username: str | None, password: str | None, will: wire.Will | None,
                    tls: ssl.SSLContext | None, timeout: float, max_in_flight: int,
-                   on_ack: Callable[[object], None]) -> Connection:
+                   on_ack: Callable[[object], None],
+                   on_message: Callable[[wire.Publish], None] | None = None) -> Connection:
         """Connect, send CONNECT and wait for CONNACK; raises ConnectRefused,
         ConnectTimeout or OSError/ssl.SSLError (unreachable, TLS)."""
         loop = asyncio.get_running_loop()
-        connection = cls(version, on_ack)
+        connection = cls(version, on_ack, on_message)
         try:
             await asyncio.wait_for(
                 loop.create_connection(lambda: connection, host, port, ssl=tls,
@@ -144,6 +153,15 @@ class Connection(asyncio.Protocol):
             elif type(packet) is wire.Connack:
                 if not self._connack.done():
                     self._connack.set_result(packet)
+            elif type(packet) is wire.Publish:
+                if packet.packet_id is not None:
+                    self._transport.write(wire.puback(packet.packet_id))
+                if self._on_message is not None:
+                    self._on_message(packet)
+            elif type(packet) is wire.Suback:
+                waiter = self._subacks.pop(packet.packet_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(packet.codes)
             elif type(packet) is wire.Pingresp:
                 self._ping_sent = None
             elif type(packet) is wire.Disconnect:
@@ -190,6 +208,38 @@ class Connection(asyncio.Protocol):
         self._empty.clear()
         if len(pending) >= self.limit:
             self._room.clear()
+
+    def publish_qos0(self, topic: bytes, payload: bytes, properties: bytes | None = None,
+                     retain: bool = False) -> None:
+        """Queue a QoS 0 PUBLISH: no packet id, no PUBACK.  Only a later QoS 1
+        PUBACK on this connection shows the broker has it (TCP keeps order)."""
+        self._out += wire.publish(topic, payload, 0, 0, retain, False, properties)
+
+    async def subscribe(self, topics: tuple[tuple[str, int], ...], timeout: float) -> tuple[int, ...]:
+        """SUBSCRIBE and wait for the SUBACK; returns the granted QoS per
+        filter.  Raises SinkError when the broker refuses one (an ACL) or
+        does not answer within ``timeout``."""
+        packet_id = self._next_id
+        while packet_id in self._pending or packet_id in self._subacks:
+            packet_id = packet_id % MAX_PACKET_ID + 1
+        self._next_id = packet_id % MAX_PACKET_ID + 1
+        waiter = self._subacks[packet_id] = asyncio.get_running_loop().create_future()
+        self.flush()
+        self._write_now(wire.subscribe(packet_id, topics, self.version))
+        try:
+            await asyncio.wait({waiter, self.lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._subacks.pop(packet_id, None)
+        if self.lost.done():
+            raise self.lost.exception() or SinkError("connection closed")
+        if not waiter.done():
+            raise SinkError(f"no SUBACK within {timeout:.0f} s")
+        codes = waiter.result()
+        refused = [topic for (topic, _qos), code in zip(topics, codes) if code >= 0x80]
+        if refused or len(codes) != len(topics):
+            raise SinkError(f"the broker refused the subscription to {', '.join(refused) or 'some topics'}; "
+                            "check its ACL for this user (read access is needed)")
+        return codes
 
     def flush(self) -> None:
         if self._out:

@@ -1,11 +1,14 @@
 """MQTT 3.1.1 and 5.0 packets for a publishing client, sans-IO: bytes out
-for CONNECT, PUBLISH, PINGREQ and DISCONNECT; ``Decoder`` turns the bytes a
-broker sends into ``Connack``, ``Puback``, ``Pingresp`` and ``Disconnect``
-values.  No sockets, no clocks (h11's discipline); ``client.py`` does the I/O.
+for CONNECT, PUBLISH (QoS 0 and 1), SUBSCRIBE, PUBACK (of a message the
+broker sent), PINGREQ and DISCONNECT; ``Decoder`` turns the bytes a broker
+sends into ``Connack``, ``Puback``, ``Suback``, ``Publish``, ``Pingresp``
+and ``Disconnect`` values.  No sockets, no clocks (h11's discipline);
+``client.py`` does the I/O.
 
-Only what a gateway publishing QoS 1 needs: no subscriptions, no QoS 2, no
-enhanced authentication.  References: MQTT 3.1.1 (OASIS, 2014) §2-§3 and
-MQTT 5.0 (OASIS, 2019) §2-§3.
+Only what the gateway's outputs need: publishing, and subscribing to the few
+topics a Sparkplug edge node listens on (NCMD, a primary host's STATE); no
+QoS 2, no enhanced authentication.  References: MQTT 3.1.1 (OASIS, 2014)
+§2-§3 and MQTT 5.0 (OASIS, 2019) §2-§3.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ V311 = 4  # protocol level in CONNECT
 V5 = 5
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
+SUBSCRIBE, SUBACK = 8, 9
 PINGREQ, PINGRESP, DISCONNECT, AUTH = 12, 13, 14, 15
 
 # MQTT 5 property identifiers used here (§2.2.2.2)
@@ -169,6 +173,25 @@ def publish(topic: bytes, payload: bytes, packet_id: int, qos: int = 1, retain: 
 PINGREQ_BYTES = bytes([PINGREQ << 4, 0])
 
 
+def subscribe(packet_id: int, topics: tuple[tuple[str, int], ...], version: int) -> bytes:
+    """SUBSCRIBE (§3.8): (topic filter, maximum QoS) pairs.  MQTT 5: no
+    properties, and the subscription options are the QoS alone (no local,
+    retain-as-published and retain handling at their defaults)."""
+    body = bytearray(struct.pack(">H", packet_id))
+    if version == V5:
+        body += varint(0)
+    for topic, qos in topics:
+        body += text(topic)
+        body.append(qos)
+    return _packet(SUBSCRIBE, 0x02, bytes(body))
+
+
+def puback(packet_id: int) -> bytes:
+    """PUBACK of a QoS 1 message the broker sent us (§3.4); reason "success"
+    is the short form in MQTT 5 too."""
+    return bytes([PUBACK << 4, 2]) + struct.pack(">H", packet_id)
+
+
 def disconnect(version: int) -> bytes:
     """DISCONNECT, normal: the broker discards the will (§3.14)."""
     if version == V5:
@@ -192,6 +215,23 @@ class Puback:
     packet_id: int
     code: int = 0  # MQTT 5: >= 0x80 is a refusal
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Suback:
+    packet_id: int
+    codes: tuple[int, ...]  # granted QoS per filter, >= 0x80: refused
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A message the broker delivers on one of our subscriptions."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    packet_id: int | None = None  # QoS 1: to be PUBACKed
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +280,10 @@ class Decoder:
             if length < 0 or end - i < length:
                 break
             kind = buffer[at] >> 4
+            flags = buffer[at] & 0x0F
             body = bytes(buffer[i:i + length])
             at = i + length
-            packets.append(self._packet(kind, body))
+            packets.append(self._publish(flags, body) if kind == PUBLISH else self._packet(kind, body))
         del buffer[:at]
         return packets
 
@@ -262,6 +303,14 @@ class Decoder:
             props = _properties(body, 2) if self.version == V5 and len(body) > 2 else {}
             return Connack(body[1], bool(body[0] & 1), props.get(P_RECEIVE_MAXIMUM, 65535),
                            props.get(P_SERVER_KEEP_ALIVE), props.get(P_REASON_STRING))
+        if kind == SUBACK:
+            if len(body) < 3:
+                raise WireError("SUBACK shorter than its packet identifier and one code")
+            at = 2
+            if self.version == V5:
+                length, at = _read_varint(body, 2)
+                at += length
+            return Suback((body[0] << 8) | body[1], tuple(body[at:]))
         if kind == PINGRESP:
             return Pingresp()
         if kind == DISCONNECT:
@@ -272,6 +321,28 @@ class Decoder:
         if kind == AUTH:
             raise WireError("the broker asked for enhanced authentication, which this gateway does not do")
         raise WireError(f"unexpected packet type {kind} from the broker")
+
+    def _publish(self, flags: int, body: bytes) -> Publish:
+        qos = (flags >> 1) & 0x03
+        if qos > 1:
+            raise WireError(f"PUBLISH with QoS {qos}; this client subscribes with QoS 1 at most")
+        if len(body) < 2:
+            raise WireError("PUBLISH shorter than its topic length")
+        n = (body[0] << 8) | body[1]
+        at = 2 + n
+        if at > len(body):
+            raise WireError("PUBLISH topic runs past the packet")
+        topic = body[2:at].decode("utf-8", "replace")
+        packet_id = None
+        if qos:
+            if at + 2 > len(body):
+                raise WireError("PUBLISH shorter than its packet identifier")
+            packet_id = (body[at] << 8) | body[at + 1]
+            at += 2
+        if self.version == V5:
+            length, at = _read_varint(body, at)
+            at += length  # properties: none we use (no topic aliases: we never grant a maximum)
+        return Publish(topic, body[at:], qos, bool(flags & 0x01), packet_id)
 
 
 def _properties(body: bytes, at: int) -> dict:

@@ -24,8 +24,6 @@ import secrets
 import stat
 import tomllib
 
-from asyncua.crypto.permission_rules import User, UserRole
-
 from ...errors import ConfigError
 
 log = logging.getLogger("smemet.gateway.sinks.opcua")
@@ -123,8 +121,9 @@ class UserFile:
             self._users = load_users(self.path, self.where)
             self._stamp = stamp
 
-    def get_user(self, iserver, username: str | None = None, password: str | None = None,
-                 certificate=None) -> User | None:
+    def get_user(self, iserver, username: str | None = None, password: str | None = None, certificate=None):
+        from asyncua.crypto.permission_rules import User, UserRole  # the CLI uses this module without asyncua
+
         if username is None:
             if self.allow_anonymous:
                 return User(role=UserRole.User, name=None)

@@ -247,11 +247,14 @@ async def test_a_silent_node_goes_stale_and_comes_back(tmp_path):
             bad = await read(client, idx, "quiet-1/tc")
             assert bad.StatusCode.value == S.BadNoCommunication and bad.Value.Value is None
             assert await eventually(lambda: _diagnostic(client, idx, "quiet-1#Stale", True), timeout=20)
-            plant.send("quiet-1", [("t", "Cel", 30.0, time.time(), None)])
-            fresh = await eventually(lambda: _good(client, idx, "quiet-1/t"))
-            assert fresh
+
+
+            async def talking():  # the node is back, sending every 0.2 s
+                plant.send("quiet-1", [("t", "Cel", 30.0, time.time(), None)])
+                return await _good(client, idx, "quiet-1/t") and await _diagnostic(client, idx, "quiet-1#Stale", False)
+
+            assert await eventually(talking, timeout=20, interval=0.2)
             assert (await read(client, idx, "quiet-1/t")).Value.Value == 30.0
-            assert await eventually(lambda: _diagnostic(client, idx, "quiet-1#Stale", False), timeout=20)
     finally:
         await plant.stop()
 

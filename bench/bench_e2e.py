@@ -120,14 +120,14 @@ def _peak_rss_mb(pid: int) -> float:
 class Setup:
     """Broker + gateway process in a temporary directory."""
 
-    def __init__(self, directory: str, nodes: list[str]) -> None:
+    def __init__(self, directory: str, nodes: list[str], extra: str = "") -> None:
         from hil_tests.harness.broker import MosquittoBroker
         from hil_tests.harness.nodes import write_config
 
         self.broker = MosquittoBroker(pathlib.Path(directory) / "broker")
         self.broker.start()
         self.port = bench_gateway._free_port()  # noqa: SLF001
-        extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n'
+        extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n' + extra
         # SMEMET_BENCH_OUTBOX: extra [outbox] settings to try (e.g. "commit_max_delay = 0.001")
         config = write_config(directory, nodes, udp_port=self.port, extra=extra,
                               outbox=os.environ.get("SMEMET_BENCH_OUTBOX", "").replace(";", "\n"))
@@ -162,14 +162,15 @@ class Setup:
         return code
 
 
-def throughput(identities: int, frames_per_node: int) -> dict:
+def throughput(identities: int, frames_per_node: int, extra: str = "") -> dict:
+    """``extra``: more gateway.toml (another sink, e.g. bench_opcua's ``[opcua]``)."""
     generators = 2
     nodes = max(1, identities // generators)
     names = [bench_gateway._node_name(g, i) for g in range(generators) for i in range(nodes)]  # noqa: SLF001
     total_frames = len(names) * frames_per_node
     expected = total_frames * SAMPLES
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as directory:
-        setup = Setup(directory, names)
+        setup = Setup(directory, names, extra)
         try:
             context = multiprocessing.get_context("spawn")
             start, done = context.Event(), context.Queue()

@@ -29,6 +29,7 @@ STAGES = [
     ("routes", "bench_routes.py", "MQTT QoS 1 publish rate to a local Mosquitto"),
     ("end_to_end", "bench_e2e.py", "load generator -> gateway -> Mosquitto -> subscriber"),
     ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
+    ("opcua", "bench_opcua.py", "OPC UA server: CPU and notification latency, one subscribed client"),
 ]
 
 
@@ -70,6 +71,11 @@ def summary(results: dict) -> dict:
         "gateway_rss_mb": e2e.get("gateway_rss_mb"),
         "gateway_cpu_s_per_100k": e2e.get("gateway_cpu_s_per_100k"),
     }
+    opcua = results.get("opcua", {})
+    for key in ("gateway_cpu_share_5000_1hz", "p99_notification_ms_5000_1hz", "gateway_cpu_share_50000_0.1hz",
+                "p99_notification_ms_50000_0.1hz", "data_path_ratio"):
+        if key in opcua:
+            line[f"opcua_{key}"] = opcua[key]
     if e2e.get("frames_per_s") and floor.get("floor_frames_per_s"):
         line["floor_fraction"] = round(e2e["frames_per_s"] / floor["floor_frames_per_s"], 3)
     return line

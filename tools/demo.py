@@ -52,6 +52,8 @@ def register(subparsers) -> None:
     parser.add_argument("--broker", metavar="URL", help="use this MQTT broker (mqtt://HOST:PORT) instead of the embedded one")
     parser.add_argument("--heap", default=sim_fleet.SIM_HEAP, help=f"each node's MicroPython heap (default {sim_fleet.SIM_HEAP})")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (gateway.toml, keys, outbox, node flash)")
+    parser.add_argument("--opcua", nargs="?", const=0, type=int, metavar="PORT",
+                        help="also serve OPC UA on 127.0.0.1 (PORT, default a free one) and print its endpoint")
     parser.set_defaults(func=run)
 
 
@@ -107,6 +109,8 @@ def run(args) -> int:
         raise UserError("--duration must be positive (seconds)")
     if not 1 <= args.nodes <= 32:
         raise UserError("--nodes must be 1..32")
+    if args.opcua is not None and not 0 <= args.opcua <= 65535:
+        raise UserError("--opcua PORT must be 0..65535 (0 or nothing: a free port)")
     sim_fleet.check_heap(args.heap)
     broker = _broker_address(args.broker) if args.broker else None
     if args.keep:
@@ -218,8 +222,13 @@ class Demo:
         self.metrics_port = _free_port()
         route = {"name": "demo", "broker": f"mqtt://{host}:{port}", "topic_prefix": PREFIX, "include": ["*"],
                  "format": "json", "mqtt_version": "auto" if self.external else "3.1.1"}
+        opcua = None
+        if self.args.opcua is not None:
+            self.opcua_port = self.args.opcua or _free_port()
+            opcua = {"port": self.opcua_port, "history": "1h"}  # loopback: anonymous and None allowed too
         self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
-                                                routes=[route], keys_file=str(keys_file), gateway_id="demo-gw")
+                                                routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
+                                                opcua=opcua)
         try:
             config = load_config(str(self.config_path))
             self.gateway = Gateway(config)
@@ -227,6 +236,11 @@ class Demo:
         except (GatewayError, OSError) as exc:
             raise UserError(f"the gateway did not start: {exc}") from None
         _say(f"demo: gateway up (UDP 127.0.0.1:{self.udp_port}, config {self.config_path})")
+        if opcua is not None:
+            from smemet.gateway.sinks.opcua import NAMESPACE_URI
+
+            print(f"demo: OPC UA server at opc.tcp://127.0.0.1:{self.opcua_port} (namespace {NAMESPACE_URI}; "
+                  "anonymous or SignAndEncrypt on loopback)", flush=True)
 
     def _start_nodes(self) -> None:
         image = flash.build_image(self.work / "image")
@@ -244,6 +258,8 @@ class Demo:
               f"  mosquitto_sub -h {host} -p {port} -t '{PREFIX}/#' -v\n"
               f"  {smemet} monitor --broker mqtt://{host}:{port}\n"
               f"  {smemet} nodes --gateway-config {self.config_path}\n"
+              + (f"  uals -u opc.tcp://127.0.0.1:{self.opcua_port} -n i=85 -d 4 -l\n"
+                 if self.args.opcua is not None else "") +
               f"Ctrl-C stops the demo" + (f" (or it stops after {self.args.duration:g} s)" if self.args.duration else ""),
               flush=True)
 

@@ -138,7 +138,7 @@ async def _client(url: str, node_names: list[str], ready_timeout: float, window:
                   started) -> dict:
     from asyncua import Client, ua
 
-    async with Client(url, timeout=120) as client:
+    async with Client(url, timeout=120, watchdog_intervall=10.0) as client:
         idx = await client.get_namespace_index(NAMESPACE)
         last = client.get_node(ua.NodeId(f"{node_names[-1]}/c{CHANNELS_PER_NODE - 1:02d}", idx))
         deadline = time.monotonic() + ready_timeout
@@ -152,7 +152,10 @@ async def _client(url: str, node_names: list[str], ready_timeout: float, window:
                 raise RuntimeError("the address space did not fill in time; see gateway.log")
             await asyncio.sleep(0.5)
         handler = Latencies()
-        subscription = await client.create_subscription(PUBLISHING_MS, handler)
+        params = ua.CreateSubscriptionParameters(RequestedPublishingInterval=PUBLISHING_MS,
+                                                 RequestedLifetimeCount=10_000, RequestedMaxKeepAliveCount=100,
+                                                 MaxNotificationsPerPublish=5000, PublishingEnabled=True)
+        subscription = await client.create_subscription(params, handler)
         nodes = [client.get_node(ua.NodeId(f"{n}/c{k:02d}", idx)) for n in node_names
                  for k in range(CHANNELS_PER_NODE)]
         subscribe_started = time.monotonic()

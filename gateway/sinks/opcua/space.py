@@ -24,6 +24,7 @@ per node: 50,000 channels are made in seconds, not minutes.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ _DATA_TYPES = {
     ua.VariantType.UInt64: ua.NodeId(ua.ObjectIds.UInt64),
 }
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+NEW_PER_STEP = 500  # new channel variables made before yielding to the event loop (~50 ms of work)
 
 GATEWAY_DIAGNOSTICS = {  # browse name -> (numeric id, type)
     "Version": (2, ua.VariantType.String),
@@ -206,10 +208,16 @@ class AddressSpace:
         now = datetime.now(timezone.utc)
         items: list = []
         pending = []
+        made = 0
         for node, channel, value, time, unit, quality, reason in latest:
             var = self.channels.get(f"{node}/{channel}")
             if var is None:
                 var = self._channel(node, channel, value, unit, items)
+                made += 1
+                if made % NEW_PER_STEP == 0:  # thousands of new channels: let the data path run in between
+                    self._add(items)
+                    items = []
+                    await asyncio.sleep(0)
             pending.append((var, value, time, unit, quality, reason))
         self._add(items)
         write = self.aspace.write_attribute_value

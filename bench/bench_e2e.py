@@ -77,7 +77,8 @@ def _peak_rss_mb(pid: int) -> float:
 class Setup:
     """Broker + subscriber + gateway process in a temporary directory."""
 
-    def __init__(self, directory: str, nodes: list[str], *, pure: bool = False, metrics: bool = False) -> None:
+    def __init__(self, directory: str, nodes: list[str], *, pure: bool = False, metrics: bool = False,
+                 extra: str = "") -> None:
         from hil_tests.harness.broker import MosquittoBroker
         from hil_tests.harness.nodes import write_config
 
@@ -86,7 +87,7 @@ class Setup:
         self.subscriber = Subscriber(self.broker.port, "bench/+", os.path.join(directory, "received.txt"))
         self.port = bench_gateway._free_port()  # noqa: SLF001
         self.metrics_port = _free_tcp_port() if metrics else 0
-        extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n'
+        extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n' + extra
         # SMEMET_BENCH_OUTBOX: extra [outbox] settings to try (e.g. "commit_max_delay = 0.001")
         config = write_config(directory, nodes, udp_port=self.port, extra=extra, metrics_port=self.metrics_port,
                               outbox=os.environ.get("SMEMET_BENCH_OUTBOX", "").replace(";", "\n"))
@@ -160,14 +161,15 @@ def _spawn(target, *args):
     return process, ready, start, results
 
 
-def throughput(identities: int, frames_per_node: int, pure: bool = False) -> dict:
+def throughput(identities: int, frames_per_node: int, pure: bool = False, extra: str = "") -> dict:
+    """``extra``: more gateway.toml (another sink, e.g. bench_opcua's ``[opcua]``)."""
     generators = 2
     nodes = max(1, identities // generators)
     names = [bench_gateway._node_name(g, i) for g in range(generators) for i in range(nodes)]  # noqa: SLF001
     total_frames = len(names) * frames_per_node
     expected = total_frames * SAMPLES
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as directory:
-        setup = Setup(directory, names, pure=pure)
+        setup = Setup(directory, names, pure=pure, extra=extra)
         try:
             context = multiprocessing.get_context("spawn")
             start, done = context.Event(), context.Queue()

@@ -30,6 +30,7 @@ STAGES = [
     ("sparkplug", "bench_sparkplug.py", "Sparkplug B encoder (one core) and sink into a local Mosquitto"),
     ("end_to_end", "bench_e2e.py", "load generator -> gateway -> Mosquitto -> subscriber"),
     ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
+    ("opcua", "bench_opcua.py", "OPC UA server: CPU and notification latency, one subscribed client"),
 ]
 
 
@@ -73,6 +74,11 @@ def summary(results: dict) -> dict:
         "sparkplug_encoder_metrics_per_s": results.get("sparkplug", {}).get("encoder", {}).get("metrics_per_s"),
         "sparkplug_sink_metrics_per_s": results.get("sparkplug", {}).get("sink", {}).get("metrics_per_s"),
     }
+    opcua = results.get("opcua", {})
+    for key in ("gateway_cpu_share_5000_1hz", "p99_notification_ms_5000_1hz", "gateway_cpu_share_50000_0.1hz",
+                "p99_notification_ms_50000_0.1hz", "data_path_ratio"):
+        if key in opcua:
+            line[f"opcua_{key}"] = opcua[key]
     if e2e.get("frames_per_s") and floor.get("floor_frames_per_s"):
         line["floor_fraction"] = round(e2e["frames_per_s"] / floor["floor_frames_per_s"], 3)
     return line

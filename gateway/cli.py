@@ -18,7 +18,7 @@ EXIT_USER_ERROR = 2
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    gateway = subparsers.add_parser("gateway", help="the gateway service: run it, check its config, manage node keys")
+    gateway = subparsers.add_parser("gateway", help="the gateway service: run it, check its config, manage node keys and OPC UA users")
     commands = gateway.add_subparsers(dest="gateway_command", metavar="COMMAND", required=True)
 
     run = commands.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
@@ -39,6 +39,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     listing = key_commands.add_parser("list", help="list the node ids in the key file (not the keys)")
     _key_file_arguments(listing)
     listing.set_defaults(func=_guard(_keys_list))
+    from .sinks.opcua import users_cli
+
+    users_cli.register(commands, _guard)
     return gateway
 
 

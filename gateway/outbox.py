@@ -30,7 +30,9 @@ ACKed only after its commit returned, i.e. after the WAL was fsync'd.
 
 Threads: one writer connection, used by one worker thread (frame commits,
 processing, pruning); one reader connection for the event loop (sinks'
-reads, replay look-ups); one cursor connection for sinks' ``save_cursor``.
+reads, replay look-ups); one cursor connection for sinks' ``save_cursor``;
+one read-only history connection (``history``), opened at its first use,
+for sinks that answer history queries from a worker thread.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ from dataclasses import dataclass
 
 from . import native
 from .errors import OutboxError, OutboxFull
-from .spine import Measurement, ProcessedFrame
+from .spine import KIND_DATA, Measurement, ProcessedFrame
 from .windows import TaggedWindow
 
 SCHEMA_VERSION = 3
 PROCESSING = "processing"
 MEASUREMENTS = "measurements"
+HISTORY_SKEW = 600.0  # s: how far a reading's time may be ahead of its frame's arrival (history: node clock ahead)
 RECENT_FRAMES = 512  # processed frames kept in memory for sinks that keep up (~8 kB per 32-reading frame)
 
 _SCHEMA = """
@@ -141,6 +144,30 @@ def _rollback(db: sqlite3.Connection) -> None:
 _codec = native.load("smemet.gateway._frame_codec", "smemet.gateway.frame_codec")
 
 
+def _first_received_at_or_after(db: sqlite3.Connection, moment: float) -> int | None:
+    """The smallest first_id from which every processed row arrived at or
+    after ``moment`` (binary search on the primary key; arrival order is
+    commit order), or None when no such row exists."""
+    low, high = db.execute("SELECT min(first_id), max(first_id) FROM processed").fetchone()
+    if low is None:
+        return None
+    high += 1  # "past the end": no row qualifies
+
+    def first_row_from(position: int):
+        return db.execute("SELECT first_id, received FROM processed WHERE first_id >= ? ORDER BY first_id LIMIT 1",
+                          (position,)).fetchone()
+
+    while low < high:
+        middle = (low + high) // 2
+        row = first_row_from(middle)
+        if row is None or row[1] >= moment:
+            high = middle
+        else:
+            low = row[0] + 1
+    row = first_row_from(low)
+    return None if row is None else row[0]
+
+
 def pack_columns(frame: ProcessedFrame) -> bytes:
     """A processed frame's columns as stored (frame_codec.py has the format)."""
     return _codec.pack(frame.channels, frame.times, frame.values, frame.units, frame.quality, frame.reasons)
@@ -198,6 +225,8 @@ class Outbox:
         # was written since the last check could have used the room left then.
         self._room = 0  # max_bytes - used bytes, at the last exact check
         self._written = 0  # payload bytes stored since then
+        self._history_db: sqlite3.Connection | None = None
+        self._history_lock = threading.Lock()
 
     def _sequence(self, table: str) -> int:
         """The largest id an AUTOINCREMENT ``table`` ever used (outboxes
@@ -228,7 +257,9 @@ class Outbox:
             raise OutboxError(f"{self.path}: outbox schema {row[0]} is not {SCHEMA_VERSION}; use the gateway version that wrote it")
 
     def close(self) -> None:
-        for connection in (self._reader, self._cursor_db, self._processed_db, self._writer):
+        with self._history_lock:
+            history, self._history_db = self._history_db, None
+        for connection in (self._reader, self._cursor_db, self._processed_db, self._writer, *([history] if history else [])):
             try:
                 connection.close()
             except sqlite3.Error:
@@ -399,15 +430,19 @@ class Outbox:
         return last_id
 
     def prune(self, now: float, audit_retention: float, sinks: Sequence[str],
-              windows: dict[str, TaggedWindow] | None = None, covered_frame_id: int = 0) -> tuple[int, int]:
+              windows: dict[str, TaggedWindow] | None = None, covered_frame_id: int = 0,
+              keep_processed: float = 0.0) -> tuple[int, int]:
         """Delete processed frames older than the audit retention, and
         processed measurements every durable sink delivered (without sinks:
         older than the retention).  ``windows`` (copies, as they stand after
         frame ``covered_frame_id``) are saved first, in the same transaction:
-        only frames they cover are deleted.  Returns (frames, measurements)
+        only frames they cover are deleted.  ``keep_processed``: seconds of
+        processed measurements (by arrival) kept even when delivered, for
+        sinks that answer history queries.  Returns (frames, measurements)
         deleted."""
         db = self._writer
         cutoff = now - audit_retention
+        hold = now - keep_processed  # processed rows that arrived after this stay
         db.execute("BEGIN IMMEDIATE")
         try:
             if windows is not None:
@@ -421,8 +456,10 @@ class Outbox:
                 ).fetchone()
                 delivered = known[1] if known[0] == len(sinks) else 0
                 where, arguments = "first_id <= ? AND first_id + count - 1 <= ?", (delivered, delivered)
+                if keep_processed > 0:
+                    where, arguments = where + " AND received < ?", (*arguments, hold)
             else:
-                where, arguments = "received < ?", (cutoff,)
+                where, arguments = "received < ?", (min(cutoff, hold),)
             measurements = db.execute(f"SELECT coalesce(sum(count), 0) FROM processed WHERE {where}", arguments).fetchone()[0]
             db.execute(f"DELETE FROM processed WHERE {where}", arguments)
             db.execute("COMMIT")
@@ -433,7 +470,9 @@ class Outbox:
         with self._recent_lock:  # memory holds no more than the database
             gone = 0
             for frame in self._recent:
-                if not (frame.last_id <= delivered if sinks else frame.received < cutoff):
+                gone_from_db = (frame.last_id <= delivered and (keep_processed <= 0 or frame.received < hold)) \
+                    if sinks else frame.received < min(cutoff, hold)
+                if not gone_from_db:
                     break
                 gone += 1
             del self._recent[:gone], self._recent_first[:gone]
@@ -565,6 +604,51 @@ class Outbox:
                         return out
             position = frames[-1].last_id
         return out
+
+    def history(self, channels: Iterable[tuple[str, str]], start: float, end: float,
+                skew: float = HISTORY_SKEW) -> dict[tuple[str, str], list[Measurement]]:
+        """The data measurements still held of each (node, channel) in
+        ``channels`` with ``start <= time <= end``, each channel's in
+        (time, id) order.  Read-only, on its own connection: call it from a
+        worker thread.
+
+        Rows are found by their frame's arrival: a reading is never taken
+        after its frame arrived (node clocks follow the gateway's ACKs), so
+        rows that arrived before ``start - skew`` are skipped, found by a
+        binary search over the row ids (arrival order is commit order; the
+        skew also covers a wall clock stepped back a little)."""
+        wanted: dict[str, set[str]] = {}
+        for node, channel in channels:
+            wanted.setdefault(node, set()).add(channel)
+        found: dict[tuple[str, str], list[Measurement]] = {(n, c): [] for n, cs in wanted.items() for c in cs}
+        if not wanted or end < start:
+            return found
+        with self._history_lock:
+            db = self._history_db
+            if db is None:
+                db = self._history_db = _connect(self.path, "NORMAL")
+                db.execute("PRAGMA query_only=1")
+            first = _first_received_at_or_after(db, start - skew)
+            if first is None:
+                return found
+            nodes = sorted(wanted)
+            node_filter = f" AND node IN ({','.join('?' * len(nodes))})" if len(nodes) <= 500 else ""
+            rows = db.execute(
+                "SELECT first_id, frame_id, node, seq, kind, received, columns FROM processed"
+                f" WHERE first_id >= ? AND kind = ?{node_filter} ORDER BY first_id",
+                (first, KIND_DATA, *(nodes if node_filter else ())),
+            ).fetchall()
+        for row in rows:
+            names = wanted.get(row[2])
+            if names is None:
+                continue
+            frame = unpack_frame(*row)
+            for i, channel in enumerate(frame.channels):
+                if channel in names and start <= frame.times[i] <= end:
+                    found[(frame.node, channel)].append(frame.measurement(i))
+        for measurements in found.values():
+            measurements.sort(key=lambda m: (m.time, m.id))
+        return found
 
     def load_cursor(self, sink: str) -> int:
         with self._cursor_lock:

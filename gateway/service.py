@@ -247,7 +247,7 @@ class Gateway:
                     last_prune = now
                     windows, covered = self.book.snapshot()
                     frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention, durable,
-                                                            windows, covered)
+                                                            windows, covered, self._history_hold())
                     if frames or measurements:
                         await writer.run(outbox.checkpoint)
                         log.debug("pruned", extra={"frames": frames, "measurements": measurements})
@@ -259,6 +259,16 @@ class Gateway:
             except Exception:  # noqa: BLE001 - maintenance must not stop the gateway
                 log.exception("outbox maintenance failed")
             await asyncio.sleep(1.0)
+
+    def _history_hold(self) -> float:
+        """Seconds of processed data kept for sinks' history reads (Sink.history);
+        0 while storage is full or three quarters used: history yields to
+        measurements not yet delivered."""
+        hold = max((sink.history for sink in self.sinks), default=0.0)
+        if hold and self.outbox is not None and self.commit is not None:
+            if self.commit.full or self.outbox.stats().bytes >= 0.75 * self.outbox.max_bytes:
+                return 0.0
+        return hold
 
     def _update_gauges(self) -> None:
         assert self.outbox is not None

@@ -91,6 +91,12 @@ class GatewayStatus:
     def ingest_paused(self) -> bool:
         return self._gateway.backlog.paused
 
+    def steps_for(self, node: str, channel: str) -> list | None:
+        """The processing steps configured for a channel (gateway.toml
+        ``[channels]``), as tables; None when it passes unprocessed.  Sinks
+        show what they imply (OPC UA: a range step's EURange)."""
+        return self._gateway.config.steps_for(node, channel)
+
     def rejects(self) -> dict[str, int]:
         """reason -> frames rejected since start (every sender)."""
         admission = self._gateway.admission

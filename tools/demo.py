@@ -56,6 +56,8 @@ def register(subparsers) -> None:
     parser.add_argument("--sparkplug", action="store_true",
                         help=f"also publish Sparkplug B (group {SPARKPLUG_GROUP!r}, edge node {SPARKPLUG_EDGE!r}) "
                         "and count its metrics")
+    parser.add_argument("--opcua", nargs="?", const=0, type=int, metavar="PORT",
+                        help="also serve OPC UA on 127.0.0.1 (PORT, default a free one) and print its endpoint")
     parser.set_defaults(func=run)
 
 
@@ -143,6 +145,8 @@ def run(args) -> int:
         raise UserError("--duration must be positive (seconds)")
     if not 1 <= args.nodes <= 32:
         raise UserError("--nodes must be 1..32")
+    if args.opcua is not None and not 0 <= args.opcua <= 65535:
+        raise UserError("--opcua PORT must be 0..65535 (0 or nothing: a free port)")
     sim_fleet.check_heap(args.heap)
     broker = _broker_address(args.broker) if args.broker else None
     if args.keep:
@@ -265,9 +269,13 @@ class Demo:
         if self.args.sparkplug:
             sparkplug = {"broker": f"mqtt://{host}:{port}", "group_id": SPARKPLUG_GROUP, "edge_node_id": SPARKPLUG_EDGE,
                          "mqtt_version": "auto" if self.external else "3.1.1"}
+        opcua = None
+        if self.args.opcua is not None:
+            self.opcua_port = self.args.opcua or _free_port()
+            opcua = {"port": self.opcua_port, "history": "1h"}  # loopback: anonymous and None allowed too
         self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
                                                 routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
-                                                sparkplug=sparkplug)
+                                                sparkplug=sparkplug, opcua=opcua)
         try:
             config = load_config(str(self.config_path))
             self.gateway = Gateway(config)
@@ -275,6 +283,11 @@ class Demo:
         except (GatewayError, OSError) as exc:
             raise UserError(f"the gateway did not start: {exc}") from None
         _say(f"demo: gateway up (UDP 127.0.0.1:{self.udp_port}, config {self.config_path})")
+        if opcua is not None:
+            from smemet.gateway.sinks.opcua import NAMESPACE_URI
+
+            print(f"demo: OPC UA server at opc.tcp://127.0.0.1:{self.opcua_port} (namespace {NAMESPACE_URI}; "
+                  "anonymous or SignAndEncrypt on loopback)", flush=True)
 
     def _start_nodes(self) -> None:
         image = flash.build_image(self.work / "image", romfs=True)
@@ -296,6 +309,8 @@ class Demo:
                  f"host (Ignition MQTT Engine, a historian) at mqtt://{host}:{port}, or see the raw messages:\n"
                  f"  mosquitto_sub -h {host} -p {port} -t 'spBv1.0/{SPARKPLUG_GROUP}/#' -v\n"
                  if self.sparkplug is not None else "")
+              + (f"  uals -u opc.tcp://127.0.0.1:{self.opcua_port} -n i=85 -d 4 -l\n"
+                 if self.args.opcua is not None else "")
               + "Ctrl-C stops the demo" + (f" (or it stops after {self.args.duration:g} s)" if self.args.duration else ""),
               flush=True)
 

@@ -1,6 +1,6 @@
 """A small gateway.toml for a gateway the tools run themselves (the demo,
-tests): UDP ingest, an outbox, metrics, optional MQTT routes and a Sparkplug
-edge node.  The full
+tests): UDP ingest, an outbox, metrics, optional MQTT routes, a Sparkplug
+edge node and an OPC UA server.  The full
 reference is docs/gateway.toml."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _value(value) -> str:
 
 def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: list[dict] = (),
                  keys_file: str = "keys.toml", gateway_id: str = "smemet-gw", bind: str = "127.0.0.1",
-                 log_level: str = "warning", sparkplug: dict | None = None) -> str:
+                 log_level: str = "warning", sparkplug: dict | None = None, opcua: dict | None = None) -> str:
     lines = [
         "[gateway]", f"id = {_value(gateway_id)}", "shutdown_grace = 3.0", "",
         "[keys]", f"file = {_value(keys_file)}", "",
@@ -32,6 +32,10 @@ def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: l
         "[metrics]", 'bind = "127.0.0.1"', f"port = {metrics_port}", "",
         "[log]", f"level = {_value(log_level)}", "",
     ]
+    if opcua is not None:
+        lines.append("[opcua]")
+        lines += [f"{key} = {_value(value)}" for key, value in opcua.items()]
+        lines.append("")
     for route in routes:
         lines.append("[[routes]]")
         lines += [f"{key} = {_value(value)}" for key, value in route.items()]

@@ -27,7 +27,10 @@ Writing a sink (docs/architecture.md walks through one):
 
 ``durable = False`` marks an in-memory view: it starts from the recent past
 (``replay`` measurements) instead of a saved cursor, and it never holds back
-the outbox's pruning.
+the outbox's pruning.  ``history`` (seconds, default 0) asks the outbox to
+keep that much processed data even once delivered, for a sink that answers
+history queries from it (``Outbox.history``); storage comes first: the hold
+is dropped while the outbox is nearly full.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Sink(ABC):
     description: str = ""
     durable: bool = True
     replay: int = 100_000  # non-durable sinks: measurements to show again at start
+    history: float = 0.0  # seconds of processed measurements the outbox keeps for this sink's history reads
     selection: Selection = Selection()
 
     def __init__(self) -> None:

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 KINDS = (
     "smemet.gateway.sinks.mqtt",
     "smemet.gateway.sinks.sparkplug",
+    "smemet.gateway.sinks.opcua",
 )
 
 

@@ -358,3 +358,37 @@ def test_windows_saved_by_prune_and_the_frames_after_them_rebuild_the_book(outbo
     assert (loaded.highest, loaded.bitmap) == (live["n"].highest, live["n"].bitmap)
     assert [loaded.tag_of(s) for s in (70, 71)] == [bytes([70]) * 8, bytes([71]) * 8]
     assert loaded.check(3) == TOO_OLD and loaded.check(70) == SEEN
+
+
+def test_prune_keeps_delivered_measurements_for_the_history_hold(outbox, writer):
+    writer.write([processed(1, "a", 1, [row()], received=100.0), processed(2, "a", 2, [row()], received=900.0)],
+                 last_frame_id=0)
+    outbox.save_cursor("r", 2)  # both delivered
+    assert outbox.prune(now=1000.0, audit_retention=50.0, sinks=["r"], keep_processed=500.0) == (0, 1)
+    assert ids(outbox.read(0, 10)) == [2]  # arrived within the hold: kept for history reads
+    assert outbox.prune(now=1000.0, audit_retention=50.0, sinks=["r"]) == (0, 1)
+    assert outbox.read(0, 10) == []
+    # without durable sinks the longer of retention and hold applies
+    writer.write([processed(3, "a", 3, [row()], received=600.0)], last_frame_id=0)
+    assert outbox.prune(now=1000.0, audit_retention=100.0, sinks=[], keep_processed=500.0) == (0, 0)
+    assert outbox.prune(now=1000.0, audit_retention=100.0, sinks=[], keep_processed=300.0) == (0, 1)
+
+
+def test_history_by_channel_and_time_range(outbox, writer):
+    # arrival order 100, 200, 300; the third frame carries an old reading (a node's backlog)
+    writer.write([
+        processed(1, "a", 1, [row("t", 1.0, time=99.0), row("u", 9.0, time=99.0)], received=100.0),
+        processed(2, "b", 1, [row("t", 5.0, time=199.0)], received=200.0),
+        processed(3, "a", 2, [row("t", 3.0, time=299.0), row("t", 2.0, reason="open-circuit", quality=2, time=150.0)],
+                  received=300.0),
+        processed(4, "a", 3, [row("fw", "1.0", time=300.0)], kind=1, received=300.0),  # status: not history
+    ], last_frame_id=0)
+    found = outbox.history([("a", "t"), ("a", "fw")], 0.0, 1000.0)
+    assert [(m.time, m.value, m.quality) for m in found[("a", "t")]] == [
+        (99.0, 1.0, "good"), (150.0, 2.0, "bad"), (299.0, 3.0, "good")]  # in time order
+    assert found[("a", "fw")] == []
+    assert [m.value for m in outbox.history([("a", "t")], 100.0, 299.0)[("a", "t")]] == [2.0, 3.0]
+    # rows that arrived long before the start are skipped by the search, later ones are not
+    assert [m.value for m in outbox.history([("a", "t")], 250.0, 1000.0, skew=10.0)[("a", "t")]] == [3.0]
+    assert [m.value for m in outbox.history([("a", "t")], 120.0, 200.0, skew=10.0)[("a", "t")]] == [2.0]
+    assert outbox.history([("z", "t")], 0.0, 1000.0) == {("z", "t"): []}

@@ -61,3 +61,40 @@ def test_unreachable_broker_is_one_line():
     assert "Traceback" not in result.stderr
     bad = smemet("demo", "--broker", "http://example")
     assert bad.returncode == 2 and "mqtt://HOST:PORT" in bad.stderr
+
+
+async def test_demo_serves_opc_ua_and_prints_the_endpoint():
+    """``--opcua``: the endpoint is printed, and asyncua's client reads the
+    simulated plant's values from it while the demo runs."""
+    import asyncio
+
+    from asyncua import Client, ua
+
+    demo = subprocess.Popen([sys.executable, "-m", "smemet", "demo", "--nodes", "2", "--opcua", "--duration", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(demo.stdout.readline), 60)
+        endpoint = re.search(r"OPC UA server at (opc\.tcp://127\.0\.0\.1:\d+) \(namespace urn:smemet-edge:measurements",
+                             line)
+        assert endpoint, line
+        deadline = time.monotonic() + 45
+        async with Client(endpoint.group(1)) as client:
+            idx = await client.get_namespace_index("urn:smemet-edge:measurements")
+            good = []
+            while not good:
+                assert time.monotonic() < deadline and demo.poll() is None, "no good value over OPC UA"
+                gateway = client.get_node(ua.NodeId(1, idx))
+                for node in await gateway.get_children():
+                    for variable in await node.get_children():
+                        if (await variable.read_node_class()) != ua.NodeClass.Variable:
+                            continue
+                        dv = await variable.read_data_value(raise_on_bad_status=False)
+                        if dv.StatusCode.is_good() and dv.Value.Value is not None and dv.SourceTimestamp:
+                            good.append(variable)
+                await asyncio.sleep(0.5)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, err = await asyncio.to_thread(demo.communicate, timeout=40)
+    assert demo.returncode == 0, err
+    assert f"uals -u {endpoint.group(1)}" in out
+    assert "Traceback" not in out + err

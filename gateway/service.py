@@ -236,7 +236,7 @@ class Gateway:
     async def _maintain(self) -> None:
         """Prune, checkpoint and refresh the gauges; while the outbox is full,
         look every second for freed space."""
-        assert self.outbox is not None and self.writer is not None and self.commit is not None and self.book
+        assert self.outbox is not None and self.writer is not None and self.commit is not None and self.book is not None
         outbox, writer, commit, config = self.outbox, self.writer, self.commit, self.config.outbox
         durable = [sink.name for sink in self.sinks if sink.durable]
         last_prune = 0.0

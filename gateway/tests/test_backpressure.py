@@ -101,8 +101,10 @@ async def test_a_stuck_commit_pauses_ingest_and_no_frame_is_acked_unstored(tmp_p
             if not gateway.backlog.paused and gateway.backlog.frames == 0 and len(acked) >= 64:
                 break
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
-        gateway._update_gauges()  # noqa: SLF001 - the maintenance loop does this once a second
+        for _ in range(30):  # the maintenance loop refreshes the gauges once a second
+            if (gateway.metrics.registry.get_sample_value("smemet_gateway_udp_receive_drops") or 0) >= drops:
+                break
+            await asyncio.sleep(0.1)
         assert gateway.metrics.registry.get_sample_value("smemet_gateway_udp_receive_drops") >= drops
     finally:
         release.set()

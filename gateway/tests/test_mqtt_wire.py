@@ -97,4 +97,4 @@ def test_connack_receive_maximum_and_disconnect_reason():
     assert packets[0] == wire.Connack(0, False, 20, None, "ok")
     assert packets[1] == wire.Disconnect(0x8E) and wire.reason_text(wire.V5, 0x8E) == "session taken over"
     with pytest.raises(wire.WireError, match="unexpected packet type"):
-        wire.Decoder(wire.V5).feed(bytes([0x30, 0]))
+        wire.Decoder(wire.V5).feed(bytes([0xC0, 0]))  # PINGREQ: only a broker receives one

@@ -214,6 +214,29 @@ async def test_group_commit_batches_many_frames(gateway, client):
     assert len(stored(gateway)) == len(frames)
 
 
+async def test_maintenance_prunes_and_refreshes_the_gauges_while_running(tmp_path):
+    """The maintenance loop runs from the start (an empty replay book once
+    stopped it before its first round: nothing was ever pruned)."""
+    gateway = await start_gateway(tmp_path, outbox='audit_retention = "0s"\nprune_interval = "0.2s"')
+    client = UdpClient(gateway.udp.address[:2])
+    try:
+        node = SimNode("node-1")
+        for _ in range(3):
+            await client.send(node.data_frame(samples=4))
+            await client.recv()
+        for _ in range(50):
+            if not stored(gateway) and sample(gateway, "smemet_gateway_outbox_frames") == 0 \
+                    and sample(gateway, "smemet_gateway_measurements_processed_total") == 12:
+                break
+            await asyncio.sleep(0.1)
+        assert stored(gateway) == [], "processed frames past the audit retention are pruned"
+        assert gateway.outbox.read(0, 100) == [], "without durable sinks, processed rows past the retention go too"
+        assert sample(gateway, "smemet_gateway_outbox_frames") == 0
+    finally:
+        client.close()
+        await gateway.stop()
+
+
 async def test_storage_full_refuses_and_keeps_everything_acked(tmp_path):
     gateway = await start_gateway(tmp_path, outbox="max_bytes = 65536\ncommit_max_delay = 0")
     client = UdpClient(gateway.udp.address[:2])

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 KINDS = (
     "smemet.gateway.sinks.mqtt",
+    "smemet.gateway.sinks.web",
 )
 
 

@@ -39,6 +39,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     listing = key_commands.add_parser("list", help="list the node ids in the key file (not the keys)")
     _key_file_arguments(listing)
     listing.set_defaults(func=_guard(_keys_list))
+
+    from .sinks.web.users import register as register_web_users
+
+    register_web_users(commands, _guard)
     return gateway
 
 

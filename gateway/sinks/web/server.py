@@ -87,12 +87,12 @@ class ConsoleServer:
         app.router.add_post("/logout", self._logout)
         app.router.add_get("/healthz", self._healthz)
         api = "/api/v1"
-        app.router.add_get(f"{api}/gateway", lambda r: _json(self.views.gateway()))
+        app.router.add_get(f"{api}/gateway", self._document(self.views.gateway))
         app.router.add_get(f"{api}/nodes", self._nodes)
         app.router.add_get(f"{api}/node/{{node}}", self._node)
-        app.router.add_get(f"{api}/routes", lambda r: _json(self.views.routes()))
-        app.router.add_get(f"{api}/rejects", lambda r: _json(self.views.rejects()))
-        app.router.add_get(f"{api}/modbus", lambda r: _json(self.views.modbus()))
+        app.router.add_get(f"{api}/routes", self._document(self.views.routes))
+        app.router.add_get(f"{api}/rejects", self._document(self.views.rejects))
+        app.router.add_get(f"{api}/modbus", self._document(self.views.modbus))
         app.router.add_get(f"{api}/session", self._session)
         app.router.add_get(f"{api}/events", self._events)
         app.router.add_get(f"{api}/schema/{{name}}", self._schema)
@@ -174,7 +174,6 @@ class ConsoleServer:
                 return _error(401, "login required: POST user and password to /login (form fields), "
                                    "then send the cookie it sets")
             raise web.HTTPSeeOther("/login")
-        request["session"] = session
         return await handler(request)
 
     async def _headers(self, request: web.Request, response: web.StreamResponse) -> None:
@@ -239,11 +238,20 @@ class ConsoleServer:
         response.del_cookie(COOKIE, path="/")
         raise response
 
+    def _session_of(self, request: web.Request):
+        return self.sessions.get(request.cookies.get(COOKIE)) if self.config.login_required else None
+
     async def _healthz(self, request: web.Request) -> web.Response:
         status, body = self.views.health()
         return _json(body, status)
 
     # -- API --------------------------------------------------------------
+
+    @staticmethod
+    def _document(build):
+        async def handler(request: web.Request) -> web.Response:
+            return _json(build())
+        return handler
 
     async def _nodes(self, request: web.Request) -> web.Response:
         return _json(self.views.nodes(NodeQuery.parse(request.query)))
@@ -256,7 +264,7 @@ class ConsoleServer:
         return _json(document)
 
     async def _session(self, request: web.Request) -> web.Response:
-        session = request.get("session")
+        session = self._session_of(request)
         if session is None:
             return _json({"login": False, "user": None, "expires": None})
         return _json({"login": True, "user": session.user, "expires": session.expires})
@@ -285,7 +293,7 @@ class ConsoleServer:
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
         self.streams += 1
-        session = request.get("session")
+        session = self._session_of(request)
         try:
             await response.write(f"retry: {int(self.config.refresh * 2000)}\n\n".encode())
             while not self.closing.is_set():

@@ -106,7 +106,8 @@ for (const tr of document.querySelectorAll(arguments[0])) {
              state: tr.dataset.state || '', quality: tr.dataset.quality || '', text: tr.innerText,
              colour: chip ? getComputedStyle(chip).color : '', error: err ? err.innerText : '',
              lag: lag ? lag.innerText : '', display: getComputedStyle(tr).display,
-             labels: Array.from(tr.cells).map((td) => td.dataset.label || '')});
+             labels: Array.from(tr.cells).map((td) => td.dataset.label || ''),
+             cells: Object.fromEntries(Array.from(tr.cells).map((td) => [td.dataset.label || '', td.innerText]))});
 }
 return rows;
 """
@@ -282,3 +283,50 @@ def test_phone_layout_shows_every_node_as_a_card(site, tmp_path):
         wait_for(browser, lambda b: "1.4.2" in row(b, "node", "furnace-1")["text"], "furnace-1's firmware")
         screenshot(browser, tmp_path, "console-phone-cards")
         screenshot(browser, tmp_path, "console-phone", show='tr[data-node="fan-3"]')
+
+
+def test_demo_prints_the_console_url_and_the_page_shows_its_three_nodes_live(tmp_path):
+    """``smemet demo``: real firmware in MicroPython VMs, the embedded broker, the gateway with its console."""
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    port = free_port()
+    demo = subprocess.Popen([sys.executable, "-m", "smemet", "demo", "--duration", "90", "--web-port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(demo.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        url = None
+        while url is None:
+            assert time.monotonic() < deadline and demo.poll() is None, "".join(output)
+            found = re.search(r"web console: (http://127\.0\.0\.1:\d+/)", "".join(output))
+            url = found.group(1) if found else None
+            time.sleep(0.2)
+        assert url == f"http://127.0.0.1:{port}/"
+        names = ("furnace-1", "flowloop-2", "millfan-3")
+        with chromium(tmp_path / "browser", height=1100) as browser:
+            browser.get(url)
+            for name in names:
+                wait_for(browser, row_state("node", name, "ok"), f"demo node {name} as ok", timeout=60)
+            wait_for(browser, lambda b: (r := rows(b, "#nodes tbody tr")) and all(
+                r[n]["cells"]["Firmware"] not in ("", "—") for n in names), "the demo nodes' firmware", timeout=60)
+            browser.get(url + "#/node/furnace-1")
+            values = wait_for(browser, lambda b: (r := rows(b, "#channels tbody tr")) and len(r) >= 2 and r,
+                              "furnace-1's channels")
+            time.sleep(3)
+            later = rows(browser, "#channels tbody tr")
+            assert any(later[c]["text"] != values[c]["text"] for c in values if c in later), "values are not live"
+            browser.get(url)
+            wait_for(browser, row_state("node", "furnace-1", "ok"), "the overview again")
+            screenshot(browser, tmp_path, "console-demo")
+    finally:
+        demo.send_signal(2)  # Ctrl-C: the demo stops its nodes and says what it delivered
+        demo.wait(60)
+        reader.join(10)
+        demo.stdout.close()
+    assert demo.returncode == 0, "".join(output)
+    assert re.search(r"demo: 3 nodes, \d+ measurements delivered, 0 lost", "".join(output))

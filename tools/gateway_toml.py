@@ -1,6 +1,6 @@
 """A small gateway.toml for a gateway the tools run themselves (the demo,
-tests): UDP ingest, an outbox, metrics, optional MQTT routes.  The full
-reference is docs/gateway.toml."""
+tests): UDP ingest, an outbox, metrics, optional MQTT routes and web
+console.  The full reference is docs/gateway.toml."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _value(value) -> str:
 
 def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: list[dict] = (),
                  keys_file: str = "keys.toml", gateway_id: str = "smemet-gw", bind: str = "127.0.0.1",
-                 log_level: str = "warning") -> str:
+                 log_level: str = "warning", web_port: int | None = None) -> str:
     lines = [
         "[gateway]", f"id = {_value(gateway_id)}", "shutdown_grace = 3.0", "",
         "[keys]", f"file = {_value(keys_file)}", "",
@@ -31,6 +31,8 @@ def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: l
         "[metrics]", 'bind = "127.0.0.1"', f"port = {metrics_port}", "",
         "[log]", f"level = {_value(log_level)}", "",
     ]
+    if web_port is not None:  # the web console, loopback only: open without a login
+        lines += ["[web]", 'bind = "127.0.0.1"', f"port = {web_port}", ""]
     for route in routes:
         lines.append("[[routes]]")
         lines += [f"{key} = {_value(value)}" for key, value in route.items()]

@@ -120,14 +120,14 @@ def _peak_rss_mb(pid: int) -> float:
 class Setup:
     """Broker + gateway process in a temporary directory."""
 
-    def __init__(self, directory: str, nodes: list[str]) -> None:
+    def __init__(self, directory: str, nodes: list[str], extra_config: str = "") -> None:
         from hil_tests.harness.broker import MosquittoBroker
         from hil_tests.harness.nodes import write_config
 
         self.broker = MosquittoBroker(pathlib.Path(directory) / "broker")
         self.broker.start()
         self.port = bench_gateway._free_port()  # noqa: SLF001
-        extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n'
+        extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n' + extra_config
         # SMEMET_BENCH_OUTBOX: extra [outbox] settings to try (e.g. "commit_max_delay = 0.001")
         config = write_config(directory, nodes, udp_port=self.port, extra=extra,
                               outbox=os.environ.get("SMEMET_BENCH_OUTBOX", "").replace(";", "\n"))
@@ -162,15 +162,20 @@ class Setup:
         return code
 
 
-def throughput(identities: int, frames_per_node: int) -> dict:
+def throughput(identities: int, frames_per_node: int, extra_config: str = "", watcher=None) -> dict:
+    """``extra_config``: gateway.toml text to add; ``watcher``: started
+    (``start()``) once the gateway runs and stopped (``stop()``) after, e.g.
+    a web console page kept open (bench_web.py)."""
     generators = 2
     nodes = max(1, identities // generators)
     names = [bench_gateway._node_name(g, i) for g in range(generators) for i in range(nodes)]  # noqa: SLF001
     total_frames = len(names) * frames_per_node
     expected = total_frames * SAMPLES
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as directory:
-        setup = Setup(directory, names)
+        setup = Setup(directory, names, extra_config)
         try:
+            if watcher is not None:
+                watcher.start()
             context = multiprocessing.get_context("spawn")
             start, done = context.Event(), context.Queue()
             workers = [context.Process(target=bench_gateway._generator,  # noqa: SLF001
@@ -193,6 +198,8 @@ def throughput(identities: int, frames_per_node: int) -> dict:
                 worker.join(30)
             received = setup.counter.measurements
         finally:
+            if watcher is not None:
+                watcher.stop()
             code = setup.close()
         if not arrived:
             raise RuntimeError(f"{identities} nodes: {received} of {expected} measurements arrived; see the gateway log")

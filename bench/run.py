@@ -29,6 +29,7 @@ STAGES = [
     ("routes", "bench_routes.py", "MQTT QoS 1 publish rate to a local Mosquitto"),
     ("end_to_end", "bench_e2e.py", "load generator -> gateway -> Mosquitto -> subscriber"),
     ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
+    ("web_console", "bench_web.py", "end to end with the web console off vs on with a page open"),
 ]
 
 
@@ -69,6 +70,8 @@ def summary(results: dict) -> dict:
         "floor_fraction": None,
         "gateway_rss_mb": e2e.get("gateway_rss_mb"),
         "gateway_cpu_s_per_100k": e2e.get("gateway_cpu_s_per_100k"),
+        "web_console_throughput_ratio": results.get("web_console", {}).get("throughput_ratio"),
+        "web_console_noise": results.get("web_console", {}).get("noise"),
     }
     if e2e.get("frames_per_s") and floor.get("floor_frames_per_s"):
         line["floor_fraction"] = round(e2e["frames_per_s"] / floor["floor_frames_per_s"], 3)

@@ -4,8 +4,10 @@ health report (status frames: firmware, uptime, reset cause, store depth).
 
 Folding a frame is the only work the console adds to the data path, so it
 is kept to the channels a frame holds, not its measurements: a frame of 32
-readings over 4 channels costs 4 updates (the newest reading of each), and
-the history takes at most one point per channel per ``step`` seconds.
+readings over 4 channels costs 4 updates (the newest reading of each, found
+once per channel layout), each a few assignments (the view keeps the frame
+and an index, not copies), and the history takes at most one point per
+channel per ``step`` seconds (bench/bench_web.py times it: ~9 us a frame).
 Everything is bounded: ``max_channels`` channels (then new channels are
 counted, not kept), a fixed number of points per channel.
 """
@@ -69,24 +71,48 @@ class Ring:
 
 
 class ChannelView:
-    """One channel's newest measurement and its history."""
+    """One channel's newest measurement and its history.  It keeps the
+    frame and the index of that measurement, not copies of its fields:
+    folding stays a few assignments per channel, reading (once a second,
+    for a page) does the rest."""
 
-    __slots__ = ("channel", "id", "seq", "time", "value", "unit", "quality", "reason", "ring")
+    __slots__ = ("channel", "frame", "index", "time", "ring")
 
     def __init__(self, channel: str, points: int) -> None:
         self.channel = channel
-        self.id = 0
-        self.seq = 0
+        self.frame: ProcessedFrame | None = None
+        self.index = 0
         self.time = -math.inf
-        self.value = None
-        self.unit: str | None = None
-        self.quality = 0
-        self.reason: str | None = None
         self.ring = Ring(points)
+
+    @property
+    def value(self):
+        value = self.frame.values[self.index] if self.frame is not None else None
+        return value.hex() if type(value) is bytes else value
+
+    @property
+    def unit(self) -> str | None:
+        return self.frame.units[self.index] if self.frame is not None else None
+
+    @property
+    def quality(self) -> int:
+        return self.frame.quality[self.index] if self.frame is not None else 0
 
     @property
     def quality_name(self) -> str:
         return QUALITY_NAMES[self.quality]
+
+    @property
+    def reason(self) -> str | None:
+        return self.frame.reasons[self.index] if self.frame is not None else None
+
+    @property
+    def id(self) -> int:
+        return self.frame.id_of(self.index) if self.frame is not None else 0
+
+    @property
+    def seq(self) -> int:
+        return self.frame.seq if self.frame is not None else 0
 
 
 class NodeView:
@@ -130,9 +156,9 @@ class ConsoleState:
                 self._data(node, frame)
 
     def _data(self, node: NodeView, frame: ProcessedFrame) -> None:
-        channels, times = frame.channels, frame.times
+        times, step = frame.times, self.step
         views = node.channels
-        for channel, i in _newest_per_channel(channels):
+        for channel, i in _newest_per_channel(frame.channels):
             view = views.get(channel)
             if view is None:
                 if self.channel_count >= self.max_channels:
@@ -142,17 +168,14 @@ class ConsoleState:
                 self.channel_count += 1
             t = times[i]
             if t < view.time:
-                continue  # an older frame (a node's backlog after an outage): history only
-            value = frame.values[i]
-            if type(value) is bytes:
-                value = value.hex()
-            view.id, view.seq, view.time, view.value = frame.id_of(i), frame.seq, t, value
-            view.unit, view.quality, view.reason = frame.units[i], frame.quality[i], frame.reasons[i]
+                continue  # an older frame (a node's backlog after an outage)
+            view.frame, view.index, view.time = frame, i, t
             ring = view.ring
+            quality = frame.quality[i]
             # a point per step, and every change of quality (a fault shows even between steps)
-            if t - ring.last_time >= self.step or (ring.count and ring.quality[ring.next - 1] != view.quality):
-                number = value if type(value) in (float, int) else _NAN
-                ring.append(t, number, view.quality)
+            if t - ring.last_time >= step or (ring.count and ring.quality[ring.next - 1] != quality):
+                value = frame.values[i]
+                ring.append(t, value if type(value) in (float, int) else _NAN, quality)
 
     def _health(self, node: NodeView, frame: ProcessedFrame) -> None:
         newest = max(frame.times)
@@ -167,9 +190,23 @@ class ConsoleState:
         return self.nodes.get(name)
 
 
+_LAYOUTS: dict[tuple, list[tuple[str, int]]] = {}  # a node sends the same channel layout frame after frame
+_LAYOUTS_KEPT = 10_000
+
+
 def _newest_per_channel(channels: Sequence[str]) -> list[tuple[str, int]]:
     """(channel, index of its last record) for each channel of a frame: the
     newest reading, as a node writes readings in time order."""
+    key = channels if type(channels) is tuple else tuple(channels)
+    found = _LAYOUTS.get(key)
+    if found is None:
+        found = _layout(key)
+        if len(_LAYOUTS) < _LAYOUTS_KEPT:
+            _LAYOUTS[key] = found
+    return found
+
+
+def _layout(channels: Sequence[str]) -> list[tuple[str, int]]:
     last = len(channels) - 1
     first = channels[0]
     if channels.count(first) == last + 1:

@@ -238,15 +238,23 @@ class Demo:
         self.web_port = _web_port(self.args.web_port)
         route = {"name": "demo", "broker": f"mqtt://{host}:{port}", "topic_prefix": PREFIX, "include": ["*"],
                  "format": "json", "mqtt_version": "auto" if self.external else "3.1.1"}
-        self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
-                                                routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
-                                                web_port=self.web_port)
-        try:
-            config = load_config(str(self.config_path))
-            self.gateway = Gateway(config)
-            await self.gateway.start()
-        except (GatewayError, OSError) as exc:
-            raise UserError(f"the gateway did not start: {exc}") from None
+        for attempt in (1, 2):
+            self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
+                                                    routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
+                                                    web_port=self.web_port)
+            try:
+                config = load_config(str(self.config_path))
+                self.gateway = Gateway(config)
+                await self.gateway.start()
+                break
+            except (GatewayError, OSError) as exc:
+                taken = getattr(exc, "where", "").endswith("web.port") and self.args.web_port is None
+                if attempt == 1 and taken:  # another program took the port since we looked: any free one will do
+                    await self.gateway.stop()
+                    self.gateway = None
+                    self.web_port = _free_port()
+                    continue
+                raise UserError(f"the gateway did not start: {exc}") from None
         _say(f"demo: gateway up (UDP 127.0.0.1:{self.udp_port}, config {self.config_path})")
         self.web_url = next((sink.url for sink in self.gateway.sinks if sink.kind == "web"), None)
         if self.web_url:

@@ -407,3 +407,18 @@ async def test_no_secret_is_ever_served(guarded_console):
         assert secret not in everything
     assert ROUTE_USER not in everything  # the route's broker login neither
     assert "partner" in everything  # (the route itself is shown)
+
+
+async def test_stopping_the_gateway_ends_open_pages_promptly(tmp_path):
+    gateway, client = await start(tmp_path, "")
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    assert b"200 OK" in await asyncio.wait_for(reader.readline(), 5)
+    assert b"event: gateway" in await asyncio.wait_for(reader.readuntil(b"event: gateway"), 5)
+    started = time.monotonic()
+    await gateway.stop()
+    assert time.monotonic() - started < 5  # not aiohttp's 60 s wait for open handlers
+    rest = await asyncio.wait_for(reader.read(), 5)  # the stream ended
+    assert isinstance(rest, bytes)
+    writer.close()

@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import mimetypes
+import os
 import time
 from importlib import resources
 from urllib.parse import urlsplit
@@ -110,8 +111,9 @@ class ConsoleServer:
         except OSError as exc:
             await runner.cleanup()
             self._runner = None
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
             raise ConfigError(f"{config.where}.port", f"cannot listen on {config.bind}:{config.port} "
-                              f"({exc.strerror or exc}); another program uses the port or the address is not "
+                              f"({reason}); another program uses the port or the address is not "
                               "this machine's: change [web] port or bind, or stop the other program") from None
         sockets = [s for s in (site._server.sockets if site._server else ())]  # noqa: SLF001 - the real port
         self.address = sockets[0].getsockname()[:2] if sockets else (config.bind, config.port)

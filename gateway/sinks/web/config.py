@@ -50,13 +50,6 @@ class WebConfig:
         """Users configured: always; none: only allowed on loopback (config refuses the rest)."""
         return bool(self.users)
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.bind}]" if ":" in self.bind else self.bind
-        if self.bind in ("0.0.0.0", "::"):
-            host = "<this host's address>"
-        return f"{'https' if self.tls else 'http'}://{host}:{self.port}/"
-
 
 def parse_web(raw: object, where: str, base: str) -> WebConfig | None:
     """Validate ``[web]``; None when ``port = 0`` (the console is off).

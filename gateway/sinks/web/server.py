@@ -115,8 +115,8 @@ class ConsoleServer:
             raise ConfigError(f"{config.where}.port", f"cannot listen on {config.bind}:{config.port} "
                               f"({reason}); another program uses the port or the address is not "
                               "this machine's: change [web] port or bind, or stop the other program") from None
-        sockets = [s for s in (site._server.sockets if site._server else ())]  # noqa: SLF001 - the real port
-        self.address = sockets[0].getsockname()[:2] if sockets else (config.bind, config.port)
+        addresses = runner.addresses  # the real port, when 0 asked for any
+        self.address = tuple(addresses[0][:2]) if addresses else (config.bind, config.port)
         if not config.loopback and config.tls is None:
             log.warning("web console on %s:%d without TLS: passwords and pages cross the network in clear; "
                         "set [web.tls] cert and key", config.bind, self.address[1])

@@ -94,8 +94,11 @@ def run_pair(identities: int, frames: int) -> tuple[dict, dict]:
     return off, on
 
 
-def fold_cost(frames: int = 20_000) -> dict:
-    """The console's per-frame work (ConsoleState.fold) timed alone."""
+def fold_cost(frames: int = 20_000, nodes: int = 10) -> dict:
+    """The console's per-frame work (ConsoleState.fold, in deliveries of 64
+    frames as the loop hands them) timed alone, frames from ``nodes`` nodes
+    in turn (10: as the end-to-end run; 64 or more: every frame of a
+    delivery from another node, the worst case)."""
     from smemet.gateway.sinks.web.console import ConsoleState
     from smemet.gateway.spine import KIND_DATA, ProcessedFrame
 
@@ -106,7 +109,7 @@ def fold_cost(frames: int = 20_000) -> dict:
     for i in range(frames):
         names = tuple(channels[j % len(channels)] for j in range(samples))
         times = tuple(now + i * 0.01 + j * 0.0001 for j in range(samples))
-        batch.append(ProcessedFrame(i * samples + 1, i + 1, f"node-{i % 100}", i, KIND_DATA, now, names, times,
+        batch.append(ProcessedFrame(i * samples + 1, i + 1, f"node-{i % nodes}", i, KIND_DATA, now, names, times,
                                     tuple(float(j) for j in range(samples)), ("Cel",) * samples, bytes(samples),
                                     (None,) * samples))
     state = ConsoleState(step=2.0)
@@ -114,8 +117,8 @@ def fold_cost(frames: int = 20_000) -> dict:
     for k in range(0, frames, 64):
         state.fold(batch[k:k + 64])
     seconds = time.perf_counter() - started
-    return {"frames": frames, "measurements_per_frame": samples, "channels_per_frame": len(set(channels)),
-            "us_per_frame": round(seconds / frames * 1e6, 2)}
+    return {"frames": frames, "nodes": nodes, "measurements_per_frame": samples,
+            "channels_per_frame": len(set(channels)), "us_per_frame": round(seconds / frames * 1e6, 2)}
 
 
 def run(quick: bool = False) -> dict:
@@ -144,6 +147,7 @@ def run(quick: bool = False) -> dict:
         "cpu_ratio": round(statistics.median(r["gateway_cpu_s_per_100k"] for r in ons)
                            / statistics.median(r["gateway_cpu_s_per_100k"] for r in offs), 3),
         "fold": fold_cost(5_000 if quick else 20_000),
+        "fold_worst_case": fold_cost(5_000 if quick else 20_000, nodes=1000),
     }
 
 

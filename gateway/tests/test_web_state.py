@@ -145,3 +145,25 @@ def test_throttle_doubles_the_wait_after_the_free_tries():
     assert throttle.wait("10.0.0.9") == 4.0 and throttle.wait("10.0.0.10") == 0
     throttle.succeeded("10.0.0.9")
     assert throttle.wait("10.0.0.9") == 0
+
+
+def test_of_one_delivery_only_the_newest_frame_of_each_node_is_folded():
+    state = ConsoleState(step=0.5)
+    state.fold([frame("a", ["x"], [1.0], [1.0]), frame("b", ["x"], [1.5], [7.0]), frame("a", ["x"], [2.0], [2.0]),
+                frame("a", ["y"], [1.8], [5.0])])
+    a = state.node("a")
+    assert a.channels["x"].value == 2.0 and a.channels["x"].ring.points(-1)[0] == [2.0]  # t = 1.0 skipped
+    assert a.channels["y"].value == 5.0  # another channel layout of the same node: folded too
+    assert state.node("b").channels["x"].value == 7.0
+    assert a.last_received == 2.0
+
+
+def test_the_console_takes_every_frame_whole():
+    from smemet.gateway.sinks.web.config import WebConfig
+    from smemet.gateway.sinks.web.sink import WebSink
+
+    sink = WebSink(WebConfig(), status=None)
+    status_frame = frame("n", ["fw"], [1.0], ["1.0"], kind=KIND_STATUS)
+    data_frame = frame("n", ["x", "y"], [1.0, 1.0], [1.0, 2.0])
+    assert sink.selection.of(status_frame) is status_frame and sink.selection.of(data_frame) is data_frame
+    assert not sink.durable

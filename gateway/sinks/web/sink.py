@@ -26,6 +26,15 @@ log = logging.getLogger("smemet.gateway.sinks.web")
 SAMPLE_INTERVAL = 1.0  # seconds between samples of the gateway's counters
 
 
+class _Everything(Selection):
+    """Every measurement of every frame, data and status: the console shows
+    all, so the loop's per-frame selection is skipped (no pattern matching,
+    no per-frame dict)."""
+
+    def of(self, frame: ProcessedFrame) -> ProcessedFrame:
+        return frame
+
+
 class WebSink(Sink):
     kind = "web"
     durable = False
@@ -34,7 +43,7 @@ class WebSink(Sink):
         super().__init__()
         self.name = "web-console"
         self.config = config
-        self.selection = Selection(kinds=("data", "status"))
+        self.selection = _Everything(kinds=("data", "status"))
         self.console = ConsoleState(step=config.history / HISTORY_POINTS)
         self.activity = Activity(status)
         self.views = Views(config, status, self.console, self.activity)

@@ -281,7 +281,6 @@ def test_phone_layout_shows_every_node_as_a_card(site, tmp_path):
         assert browser.execute_script("return document.documentElement.scrollWidth") <= 390 + 1  # no sideways scroll
         assert furnace["labels"][:3] == ["Node", "Last seen", "Firmware"]
         wait_for(browser, lambda b: "1.4.2" in row(b, "node", "furnace-1")["text"], "furnace-1's firmware")
-        screenshot(browser, tmp_path, "console-phone-cards")
         screenshot(browser, tmp_path, "console-phone", show='tr[data-node="fan-3"]')
 
 

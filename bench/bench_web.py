@@ -15,7 +15,12 @@ machine, not the console.)
 Figures: each run's measurements/s and gateway CPU per 100k measurements;
 the median of each side; ``throughput_ratio`` = on / off; ``noise`` = the
 spread of the "off" runs ((max - min) / median), the yardstick the ratio is
-judged against; and the console's own fold cost per frame, timed alone.
+judged against.  Because a shared machine's noise can hide a few per cent,
+the console's own costs are also timed alone, in CPU seconds (other load
+does not count): ``fold`` (the sink's work per frame), ``delivery_path``
+(its delivery loop reading a real outbox plus the fold, per frame: compare
+with the gateway's CPU per frame end to end, ~300 us for 32 measurements)
+and ``page_update_*`` (building every document of one live update).
 """
 
 from __future__ import annotations
@@ -121,6 +126,127 @@ def fold_cost(frames: int = 20_000, nodes: int = 10) -> dict:
             "channels_per_frame": len(set(channels)), "us_per_frame": round(seconds / frames * 1e6, 2)}
 
 
+def _frames(count: int, nodes: int, first_id: int = 1):
+    from smemet.gateway.spine import KIND_DATA, ProcessedFrame
+
+    channels, samples, now = bench_gateway.CHANNELS, bench_gateway.SAMPLES, time.time()
+    out = []
+    for i in range(count):
+        names = tuple(channels[j % len(channels)] for j in range(samples))
+        times = tuple(now + i * 0.01 + j * 0.0001 for j in range(samples))
+        out.append(ProcessedFrame(first_id + i * samples, i + 1, f"node-{i % nodes}", i, KIND_DATA, now, names, times,
+                                  tuple(float(j) for j in range(samples)), ("Cel",) * samples, bytes(samples),
+                                  (None,) * samples))
+    return out
+
+
+def loop_cost(frames: int = 20_000, nodes: int = 10, chunk: int = 64) -> dict:
+    """CPU the console's whole delivery path adds per frame -- its delivery
+    loop reading the outbox's newest frames, the sink folding them -- as the
+    gateway runs it: frames written to a real outbox in processing's chunks,
+    the loop keeping up.  process_time() with the console's loop minus
+    without, so other load on the machine does not count."""
+    import asyncio
+    import tempfile
+
+    from smemet.gateway.delivery import make_loops, run_loops
+    from smemet.gateway.outbox import Outbox
+    from smemet.gateway.sinks.web.config import WebConfig
+    from smemet.gateway.sinks.web.sink import WebSink
+
+    batch = _frames(frames, nodes)
+
+    async def once(with_console: bool) -> float:
+        with tempfile.TemporaryDirectory(prefix="bench-web-") as directory:
+            outbox = Outbox(f"{directory}/outbox.sqlite", 2**31)
+            outbox.bind_loop(asyncio.get_running_loop())
+            stop = asyncio.Event()
+            loops = make_loops([WebSink(WebConfig(), status=None)], outbox) if with_console else []
+            runner = asyncio.create_task(run_loops(loops, stop))
+            await asyncio.sleep(0.1)
+            started = time.process_time()
+            for k in range(0, frames, chunk):
+                part = batch[k:k + chunk]
+                outbox.write_processed(part, part[-1].frame_id)
+                outbox.notify()
+                await asyncio.sleep(0)
+            while loops and loops[0].state.cursor < outbox.last_measurement_id:
+                await asyncio.sleep(0.001)
+            spent = time.process_time() - started
+            stop.set()
+            await runner
+            outbox.close()
+            return spent
+
+    async def measure() -> tuple[float, float]:
+        without = min([await once(False) for _ in range(3)])
+        with_console = min([await once(True) for _ in range(3)])
+        return without, with_console
+
+    without, with_console = asyncio.run(measure())
+    return {"frames": frames, "nodes": nodes, "cpu_s_without": round(without, 3),
+            "cpu_s_with_console": round(with_console, 3),
+            "us_per_frame": round((with_console - without) / frames * 1e6, 2)}
+
+
+def tick_cost(nodes: int) -> dict:
+    """CPU of one live update of an open overview page (every document the
+    stream sends each second), with ``nodes`` registered nodes."""
+    from smemet.gateway.sinks.web.activity import Activity
+    from smemet.gateway.sinks.web.config import WebConfig
+    from smemet.gateway.sinks.web.console import ConsoleState
+    from smemet.gateway.sinks.web.server import _WAITING
+    from smemet.gateway.sinks.web.views import NodeQuery, Views
+    import orjson
+
+    class Status:  # the figures GatewayStatus gives, for ``nodes`` nodes that report
+        gateway_id, version, started_at, uptime, native = "bench", "0", time.time(), 1.0, "cython"
+        storage_full, storage_full_reason, backlog_frames, ingest_paused = False, "", 0, False
+        frames_stored = measurements_processed = 0
+
+        def __init__(self):
+            from smemet.gateway.status import NodeStatus
+
+            now = time.time()
+            self._nodes = [NodeStatus(f"node-{i}", True, now, "udp", "127.0.0.1:5000", {}, True, True)
+                           for i in range(nodes)]
+
+        def outbox(self):
+            from smemet.gateway.outbox import OutboxStats
+            return OutboxStats(0, 0, 0, 1, 0, 0, 0, {})
+
+        def rejects(self):
+            return {}
+
+        def nodes(self):
+            return self._nodes
+
+        def last_seen(self):
+            return {n.node: n.last_seen for n in self._nodes}
+
+        def sinks(self):
+            return []
+
+        def modbus_devices(self):
+            return []
+
+        def chain(self, node, channel):
+            return []
+
+    status = Status()
+    console = ConsoleState(step=2.0)
+    console.fold(_frames(nodes, nodes))
+    views = Views(WebConfig(), status, console, Activity(status))
+    query = NodeQuery()
+    repeats = 20
+    started = time.process_time()
+    for _ in range(repeats):
+        views._rows = None  # noqa: SLF001 - each update builds its rows anew, as once a second
+        for document in (views.gateway(), views.nodes(query), views.nodes(_WAITING), views.routes(), views.modbus()):
+            orjson.dumps(document)
+    return {"nodes": nodes, "ms_per_update": round((time.process_time() - started) / repeats * 1000, 2)}
+
+
 def run(quick: bool = False) -> dict:
     identities, frames, pairs = (10, 300, 2) if quick else (10, 1000, 3)
     offs, ons = [], []
@@ -148,6 +274,9 @@ def run(quick: bool = False) -> dict:
                            / statistics.median(r["gateway_cpu_s_per_100k"] for r in offs), 3),
         "fold": fold_cost(5_000 if quick else 20_000),
         "fold_worst_case": fold_cost(5_000 if quick else 20_000, nodes=1000),
+        "delivery_path": loop_cost(5_000 if quick else 20_000),
+        "page_update_10_nodes": tick_cost(10),
+        "page_update_1000_nodes": tick_cost(1000),
     }
 
 

@@ -117,7 +117,7 @@ class ChannelView:
 
 
 class NodeView:
-    __slots__ = ("node", "channels", "health", "health_time", "last_received")
+    __slots__ = ("node", "channels", "health", "health_time", "last_received", "worst")
 
     def __init__(self, node: str) -> None:
         self.node = node
@@ -125,10 +125,10 @@ class NodeView:
         self.health: dict[str, object] = {}  # the newest status report: fw, uptime, reset_cause, store_depth, ...
         self.health_time: float | None = None  # when that report was made (Unix s)
         self.last_received: float | None = None  # arrival of the newest frame the console saw
+        self.worst: int | None = None  # the worst current quality over its channels (None: no channel yet)
 
     def worst_quality(self) -> int | None:
-        """The worst current quality over its channels (None: no channel yet)."""
-        return max((c.quality for c in self.channels.values()), default=None)
+        return self.worst
 
 
 class ConsoleState:
@@ -180,9 +180,12 @@ class ConsoleState:
             t = times[i]
             if t < view.time:
                 continue  # an older frame (a node's backlog after an outage)
-            view.frame, view.index, view.time = frame, i, t
-            ring = view.ring
             quality = frame.quality[i]
+            changed = view.frame is None or view.frame.quality[view.index] != quality
+            view.frame, view.index, view.time = frame, i, t
+            if changed:  # rare: recount the node's worst quality only when one changes
+                node.worst = max(c.quality for c in views.values() if c.frame is not None)
+            ring = view.ring
             # a point per step, and every change of quality (a fault shows even between steps)
             if t - ring.last_time >= step or (ring.count and ring.quality[ring.next - 1] != quality):
                 value = frame.values[i]

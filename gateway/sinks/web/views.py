@@ -24,6 +24,7 @@ STATES = ("ok", "late", "silent", "waiting")
 _STATE_RANK = {"silent": 0, "late": 1, "waiting": 2, "ok": 3}  # worst first
 SORT_KEYS = ("state", "node", "age", "fw", "uptime", "reset_cause", "store_depth", "rejects", "link")
 MAX_LIMIT = 500
+ROWS_TTL = 0.25  # seconds the node rows of one update are shared (every document, every open page)
 
 
 class BadQuery(ValueError):
@@ -81,6 +82,7 @@ class Views:
         self.status = status
         self.console = console
         self.activity = activity
+        self._rows: tuple[float, list[dict]] | None = None
 
     # -- gateway --------------------------------------------------------
 
@@ -184,7 +186,16 @@ class Views:
 
     def _node_rows(self, now: float) -> list[dict]:
         """One row per node: registered, seen by admission, or seen in the
-        data (replayed from before a restart, Modbus devices)."""
+        data (replayed from before a restart, Modbus devices).  Built once
+        per update and shared by its documents and pages (do not change them)."""
+        cached, clock = self._rows, time.monotonic()
+        if cached is not None and clock - cached[0] < ROWS_TTL:
+            return cached[1]
+        rows = self._build_rows(now)
+        self._rows = (clock, rows)
+        return rows
+
+    def _build_rows(self, now: float) -> list[dict]:
         status, console, activity = self.status, self.console, self.activity
         known = {n.node: n for n in status.nodes()}
         modbus = {d.name: d for d in status.modbus_devices()}

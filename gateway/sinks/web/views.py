@@ -83,10 +83,24 @@ class Views:
         self.console = console
         self.activity = activity
         self._rows: tuple[float, list[dict]] | None = None
+        self._shared: dict[str, tuple[float, dict]] = {}
+
+    def _once_per_update(self, name: str, build) -> dict:
+        """The document ``name``, built at most once per ROWS_TTL for every
+        open page (the gateway's figures take a few SQLite reads)."""
+        cached, clock = self._shared.get(name), time.monotonic()
+        if cached is not None and clock - cached[0] < ROWS_TTL:
+            return cached[1]
+        document = build()
+        self._shared[name] = (clock, document)
+        return document
 
     # -- gateway --------------------------------------------------------
 
     def gateway(self) -> dict:
+        return self._once_per_update("gateway", self._gateway)
+
+    def _gateway(self) -> dict:
         status, now = self.status, time.time()
         stats = status.outbox()
         rates = self.activity.rates()
@@ -264,6 +278,9 @@ class Views:
         return [sink for sink in self.status.sinks() if sink.kind != "web"]
 
     def routes(self) -> dict:
+        return self._once_per_update("routes", self._routes)
+
+    def _routes(self) -> dict:
         now = time.time()
         since = now - self.config.history
         out = []
@@ -303,6 +320,9 @@ class Views:
                 "since_start": listed(status.rejects()), "per_node": per_node}
 
     def modbus(self) -> dict:
+        return self._once_per_update("modbus", self._modbus)
+
+    def _modbus(self) -> dict:
         devices = []
         for device in self.status.modbus_devices():
             devices.append({

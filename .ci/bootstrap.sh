@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need when they are missing:
-# Mosquitto (the real broker the tests start), the venv module and a C
-# compiler for the Cython kernels.  Uses apt-get as root, or sudo.
+# Mosquitto (the real broker the tests start), the venv module, a C
+# compiler for the Cython kernels, and Chromium with its WebDriver (the web
+# console's browser tests; never a browser a Python package downloads).
+# Uses apt-get as root, or sudo.
 set -euo pipefail
 
 missing=()
@@ -11,6 +13,8 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 python3 -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
     || missing+=(python3-dev)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

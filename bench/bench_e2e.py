@@ -161,8 +161,11 @@ def _spawn(target, *args):
     return process, ready, start, results
 
 
-def throughput(identities: int, frames_per_node: int, pure: bool = False, extra: str = "") -> dict:
-    """``extra``: more gateway.toml (another sink, e.g. bench_opcua's ``[opcua]``)."""
+def throughput(identities: int, frames_per_node: int, pure: bool = False, extra: str = "", watcher=None) -> dict:
+    """``extra``: gateway.toml text to add (another sink, e.g. bench_opcua's
+    ``[opcua]``); ``watcher``: started (``start()``) once the gateway runs
+    and stopped (``stop()``) after, e.g. a web console page kept open
+    (bench_web.py)."""
     generators = 2
     nodes = max(1, identities // generators)
     names = [bench_gateway._node_name(g, i) for g in range(generators) for i in range(nodes)]  # noqa: SLF001
@@ -171,6 +174,8 @@ def throughput(identities: int, frames_per_node: int, pure: bool = False, extra:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as directory:
         setup = Setup(directory, names, pure=pure, extra=extra)
         try:
+            if watcher is not None:
+                watcher.start()
             context = multiprocessing.get_context("spawn")
             start, done = context.Event(), context.Queue()
             workers = [context.Process(target=bench_gateway._generator,  # noqa: SLF001
@@ -192,6 +197,8 @@ def throughput(identities: int, frames_per_node: int, pure: bool = False, extra:
             for worker in workers:
                 worker.join(30)
         finally:
+            if watcher is not None:
+                watcher.stop()
             code, messages = setup.close()
         received = sum(m.measurements for m in messages)
         if not arrived or received < expected:

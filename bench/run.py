@@ -31,6 +31,7 @@ STAGES = [
     ("end_to_end", "bench_e2e.py", "load generator -> gateway -> Mosquitto -> subscriber"),
     ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
     ("opcua", "bench_opcua.py", "OPC UA server: CPU and notification latency, one subscribed client"),
+    ("web_console", "bench_web.py", "end to end with the web console off vs on with a page open"),
 ]
 
 
@@ -73,6 +74,8 @@ def summary(results: dict) -> dict:
         "gateway_cpu_s_per_100k": e2e.get("gateway_cpu_s_per_100k"),
         "sparkplug_encoder_metrics_per_s": results.get("sparkplug", {}).get("encoder", {}).get("metrics_per_s"),
         "sparkplug_sink_metrics_per_s": results.get("sparkplug", {}).get("sink", {}).get("metrics_per_s"),
+        "web_console_throughput_ratio": results.get("web_console", {}).get("throughput_ratio"),
+        "web_console_noise": results.get("web_console", {}).get("noise"),
     }
     opcua = results.get("opcua", {})
     for key in ("gateway_cpu_share_5000_1hz", "p99_notification_ms_5000_1hz", "gateway_cpu_share_50000_0.1hz",

@@ -51,6 +51,7 @@ class Admission:
         metrics.live_gauge("node_last_seen_timestamp_seconds", "When a node's last valid frame arrived", "node",
                            lambda: self._last_seen_at)
         self._peer: dict[str, tuple[str, object]] = {}
+        self._synced: dict[str, bool] = {}
         self.rejects: dict[str, dict[str, int]] = {}  # registered node -> reason -> count
         self.rejects_total: dict[str, int] = {}  # reason -> count, every sender
 
@@ -63,6 +64,17 @@ class Admission:
     def peers(self) -> dict[str, tuple[str, object]]:
         """node -> (link name, address) its last valid frame came from."""
         return self._peer
+
+    @property
+    def clock_synced(self) -> dict[str, bool]:
+        """node -> whether its last valid frame carried absolute times (a
+        node sends an age only with relative times, before its clock syncs)."""
+        return self._synced
+
+    def ever_committed(self, node: str) -> bool:
+        """Whether a frame of ``node`` was ever stored (its replay window
+        exists), also before this start."""
+        return node in self._book.windows
 
     def handle(self, frame: bytes, link: Link, address) -> None:
         """One frame from ``link``."""
@@ -98,12 +110,13 @@ class Admission:
         except ProtocolError as exc:
             self._reject(exc, link, address, node)
             return
-        self._seen(node, now, link, address)
+        self._seen(node, now, link, address, header.age_ms is None)
         self._commit.admit(Admitted(opened, [(link, address)]))
 
-    def _seen(self, node: str, now: float, link: Link, address) -> None:
+    def _seen(self, node: str, now: float, link: Link, address, synced: bool) -> None:
         self._last_seen_at[node] = now
         self._peer[node] = (link.name, address)
+        self._synced[node] = synced
 
     def _reject(self, exc: ProtocolError, link: Link, address, node: str | None) -> None:
         counter = self._rejected.get(exc.reason)

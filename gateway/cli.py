@@ -42,6 +42,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     from .sinks.opcua import users_cli
 
     users_cli.register(commands, _guard)
+
+    from .sinks.web.users import register as register_web_users
+
+    register_web_users(commands, _guard)
     return gateway
 
 

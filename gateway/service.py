@@ -67,6 +67,7 @@ class Gateway:
         self._sinks_stop = asyncio.Event()
         self._modbus_stop = asyncio.Event()
         self._pollers: asyncio.Task | None = None
+        self.modbus_states: dict = {}  # device name -> DeviceState (modbus/poller.py), for status pages
         self._tasks: list[asyncio.Task] = []
         self._started_sinks: list[Sink] = []
         self._metrics_server = None
@@ -117,7 +118,8 @@ class Gateway:
             if run_pollers is None:
                 raise RuntimeError("[modbus] configured but smemet.gateway.modbus is not installed")
             self._pollers = asyncio.create_task(
-                run_pollers(config.modbus, self.commit, self._modbus_stop, self.metrics.registry), name="modbus pollers")
+                run_pollers(config.modbus, self.commit, self._modbus_stop, self.metrics.registry, self.modbus_states),
+                name="modbus pollers")
         self._tasks.append(asyncio.create_task(self._maintain(), name="outbox maintenance"))
         # Long-lived objects made at start (configuration, modules, chains)
         # need no more cyclic-GC passes: freezing them keeps each collection

@@ -20,6 +20,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -226,3 +227,23 @@ class Table:
         for key in self.data:
             if key not in self.keys:
                 raise self.error(key, f"unknown key{self.context}; valid keys are {', '.join(self.keys)}")
+
+
+# -- files named by the config --------------------------------------------
+
+def readable_file(path: str, where: str) -> None:
+    """Raise ConfigError at ``where`` unless ``path`` is a file this user can read."""
+    if not os.path.isfile(path):
+        raise ConfigError(where, f"{path} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(where, f"{path} is not readable by this user")
+
+
+def owner_only(path: str, where: str) -> None:
+    """Raise ConfigError at ``where`` when group or others may access
+    ``path``: a secret others can read is a leaked secret (as for node keys)."""
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            where, f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); run chmod 600 {path}"
+        )

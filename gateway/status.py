@@ -25,6 +25,8 @@ class NodeStatus:
     link: str | None  # "udp" / "serial"
     peer: str | None  # UDP address or serial device
     rejects: dict[str, int] = field(default_factory=dict)  # reason -> count since start
+    clock_synced: bool | None = None  # its last frame carried absolute times; None: no frame since start
+    ever_committed: bool = False  # a frame of it was ever stored (before this start too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,29 @@ class SinkStatus:
     lag_seconds: float
     messages_sent: int
     messages_confirmed: int
+    include: tuple[str, ...] = ()  # what it receives: node/channel patterns
+    exclude: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()  # "data", "status"
+    down_for: float | None = None  # seconds since it went down, None while up
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusDeviceStatus:
+    """One polled instrument (a virtual node named ``name``)."""
+
+    name: str
+    transport: str  # "tcp" or "rtu"
+    address: str  # host:port or the serial port
+    unit: int
+    period: float  # seconds between polls
+    state: str  # "waiting" (not polled yet), "ok", "failing"
+    polls: int
+    consecutive_failures: int
+    last_poll: float | None  # Unix s
+    last_ok: float | None
+    last_error: str  # "timeout", "exception-2", ...; "" when none yet
+    last_error_at: float | None
+    held: str  # why readings are held back ("outbox-full"), "" when not
 
 
 class GatewayStatus:
@@ -102,6 +127,23 @@ class GatewayStatus:
         admission = self._gateway.admission
         return dict(admission.rejects_total) if admission else {}
 
+    @property
+    def frames_stored(self) -> int:
+        """Frames committed so far (the outbox's last frame id: a rate's counter)."""
+        outbox = self._gateway.outbox
+        return outbox.last_frame_id if outbox is not None else 0
+
+    @property
+    def measurements_processed(self) -> int:
+        """Measurements processed so far (the last measurement id)."""
+        outbox = self._gateway.outbox
+        return outbox.last_measurement_id if outbox is not None else 0
+
+    def last_seen(self) -> dict[str, float]:
+        """node -> Unix s of its last valid frame (a copy; cheap, for samplers)."""
+        admission = self._gateway.admission
+        return dict(admission.last_seen) if admission else {}
+
     def nodes(self) -> list[NodeStatus]:
         """Every registered node, and every node seen, by name."""
         gateway = self._gateway
@@ -110,18 +152,53 @@ class GatewayStatus:
         seen = admission.last_seen if admission else {}
         peers = admission.peers if admission else {}
         rejects = admission.rejects if admission else {}
+        synced = admission.clock_synced if admission else {}
         out = []
         for node in sorted(registered | set(seen)):
             link, address = peers.get(node, (None, None))
             peer = None if address is None else (f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address))
-            out.append(NodeStatus(node, node in registered, seen.get(node), link, peer, dict(rejects.get(node, {}))))
+            out.append(NodeStatus(node, node in registered, seen.get(node), link, peer, dict(rejects.get(node, {})),
+                                  synced.get(node), bool(admission and admission.ever_committed(node))))
         return out
+
+    def modbus_devices(self) -> list[ModbusDeviceStatus]:
+        """The configured Modbus instruments with their pollers' state."""
+        modbus = self._gateway.config.modbus
+        if modbus is None:
+            return []
+        states = self._gateway.modbus_states
+        out = []
+        for device in modbus.devices:
+            state = states.get(device.name)
+            address = f"{device.host}:{device.port}" if device.transport == "tcp" else device.serial_port
+            if state is None:  # not started (yet)
+                out.append(ModbusDeviceStatus(device.name, device.transport, address, device.unit, device.period,
+                                              "waiting", 0, 0, None, None, "", None, ""))
+                continue
+            out.append(ModbusDeviceStatus(device.name, device.transport, address, device.unit, device.period,
+                                          state.state, state.polls, state.consecutive_failures, state.last_poll,
+                                          state.last_ok, state.last_error, state.last_error_at, state.held))
+        return out
+
+    def chain(self, node: str, channel: str) -> list[dict]:
+        """The processing steps a channel goes through, as configured (type
+        and parameters, in order); empty when it passes unprocessed."""
+        return [dict(step) for step in self._gateway.config.steps_for(node, channel) or ()]
+
+    def unit_for(self, node: str, channel: str) -> str | None:
+        """The unit its chain produces (None: the node's own)."""
+        return self._gateway.config.unit_for(node, channel)
 
     def sinks(self) -> list[SinkStatus]:
         out = []
+        now = time.monotonic()
         for loop in self._gateway.loops:
             sink, state = loop.sink, loop.state
+            selection = sink.selection
+            down_for = None if state.down_since is None else max(0.0, now - state.down_since)
             out.append(SinkStatus(sink.name, sink.kind, sink.description, sink.durable, state.connected,
                                   state.last_error, state.cursor, state.lag_measurements, state.lag_frames,
-                                  state.lag_seconds, sink.stats.messages_sent, sink.stats.messages_confirmed))
+                                  state.lag_seconds, sink.stats.messages_sent, sink.stats.messages_confirmed,
+                                  tuple(selection.include), tuple(selection.exclude), tuple(selection.kinds),
+                                  down_for))
         return out

@@ -6,9 +6,11 @@ one, the gateway (in this process), the firmware built and a handful of
 simulated nodes (the real firmware in MicroPython VMs) running plant
 scenarios: a furnace heat-up read by type S and B thermocouples, a 4–20 mA
 cooling-water flow loop whose wire breaks, a rolling-mill fan bearing
-wearing out.  The demo subscribes to the gateway's MQTT output itself and
-counts the measurements; on Ctrl-C or after ``--duration`` it stops the
-nodes, lets the gateway deliver what it accepted, and prints::
+wearing out.  The gateway's web console is on (loopback, port 8470 or a
+free one) and its URL printed.  The demo subscribes to the gateway's MQTT
+output itself and counts the measurements; on Ctrl-C or after
+``--duration`` it stops the nodes, lets the gateway deliver what it
+accepted, and prints::
 
     demo: 3 nodes, 1234 measurements delivered, 0 lost
 
@@ -37,6 +39,7 @@ from .gateway_toml import write_gateway_config
 
 PREFIX = "smemet"
 SPARKPLUG_GROUP, SPARKPLUG_EDGE = "smemet-demo", "demo-gw"
+WEB_PORT = 8470  # the console's default port (docs/gateway.toml)
 
 
 def register(subparsers) -> None:
@@ -58,6 +61,8 @@ def register(subparsers) -> None:
                         "and count its metrics")
     parser.add_argument("--opcua", nargs="?", const=0, type=int, metavar="PORT",
                         help="also serve OPC UA on 127.0.0.1 (PORT, default a free one) and print its endpoint")
+    parser.add_argument("--web-port", type=int, metavar="PORT",
+                        help=f"the web console's port on 127.0.0.1 (default {WEB_PORT}, or a free one when it is taken)")
     parser.set_defaults(func=run)
 
 
@@ -65,6 +70,20 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _web_port(wanted: int | None) -> int:
+    """``wanted`` as given; else the console's usual port when free, else any free one."""
+    if wanted is not None:
+        if not 1 <= wanted <= 65535:
+            raise UserError("--web-port must be 1..65535")
+        return wanted
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", WEB_PORT))
+        except OSError:
+            return _free_port()
+    return WEB_PORT
 
 
 def _say(text: str) -> None:
@@ -263,6 +282,7 @@ class Demo:
         self.keys = {name: add_key(str(keys_file), name) for name in self.names}  # created 0600
         self.udp_port = _free_port(socket.SOCK_DGRAM)
         self.metrics_port = _free_port()
+        self.web_port = _web_port(self.args.web_port)
         route = {"name": "demo", "broker": f"mqtt://{host}:{port}", "topic_prefix": PREFIX, "include": ["*"],
                  "format": "json", "mqtt_version": "auto" if self.external else "3.1.1"}
         sparkplug = None
@@ -273,16 +293,27 @@ class Demo:
         if self.args.opcua is not None:
             self.opcua_port = self.args.opcua or _free_port()
             opcua = {"port": self.opcua_port, "history": "1h"}  # loopback: anonymous and None allowed too
-        self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
-                                                routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
-                                                sparkplug=sparkplug, opcua=opcua)
-        try:
-            config = load_config(str(self.config_path))
-            self.gateway = Gateway(config)
-            await self.gateway.start()
-        except (GatewayError, OSError) as exc:
-            raise UserError(f"the gateway did not start: {exc}") from None
+        for attempt in (1, 2):
+            self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
+                                                    routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
+                                                    sparkplug=sparkplug, opcua=opcua, web_port=self.web_port)
+            try:
+                config = load_config(str(self.config_path))
+                self.gateway = Gateway(config)
+                await self.gateway.start()
+                break
+            except (GatewayError, OSError) as exc:
+                taken = getattr(exc, "where", "").endswith("web.port") and self.args.web_port is None
+                if attempt == 1 and taken:  # another program took the port since we looked: any free one will do
+                    await self.gateway.stop()
+                    self.gateway = None
+                    self.web_port = _free_port()
+                    continue
+                raise UserError(f"the gateway did not start: {exc}") from None
         _say(f"demo: gateway up (UDP 127.0.0.1:{self.udp_port}, config {self.config_path})")
+        self.web_url = next((sink.url for sink in self.gateway.sinks if sink.kind == "web"), None)
+        if self.web_url:
+            _say(f"demo: web console on {self.web_url}")
         if opcua is not None:
             from smemet.gateway.sinks.opcua import NAMESPACE_URI
 
@@ -302,7 +333,8 @@ class Demo:
     def _instructions(self, host: str, port: int, started: float) -> None:
         smemet = _command_name()
         print(f"demo: up in {time.monotonic() - started:.1f} s. Watch the measurements:\n"
-              f"  mosquitto_sub -h {host} -p {port} -t '{PREFIX}/#' -v\n"
+              + (f"  web console: {self.web_url}  (open it in a browser)\n" if self.web_url else "")
+              + f"  mosquitto_sub -h {host} -p {port} -t '{PREFIX}/#' -v\n"
               f"  {smemet} monitor --broker mqtt://{host}:{port}\n"
               f"  {smemet} nodes --gateway-config {self.config_path}\n"
               + (f"Sparkplug B: edge node {SPARKPLUG_GROUP}/{SPARKPLUG_EDGE}, one device per node; point a Sparkplug "

@@ -1,6 +1,6 @@
 """A small gateway.toml for a gateway the tools run themselves (the demo,
 tests): UDP ingest, an outbox, metrics, optional MQTT routes, a Sparkplug
-edge node and an OPC UA server.  The full
+edge node, an OPC UA server and the web console.  The full
 reference is docs/gateway.toml."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def _value(value) -> str:
 
 def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: list[dict] = (),
                  keys_file: str = "keys.toml", gateway_id: str = "smemet-gw", bind: str = "127.0.0.1",
-                 log_level: str = "warning", sparkplug: dict | None = None, opcua: dict | None = None) -> str:
+                 log_level: str = "warning", sparkplug: dict | None = None, opcua: dict | None = None,
+                 web_port: int | None = None) -> str:
     lines = [
         "[gateway]", f"id = {_value(gateway_id)}", "shutdown_grace = 3.0", "",
         "[keys]", f"file = {_value(keys_file)}", "",
@@ -36,6 +37,8 @@ def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: l
         lines.append("[opcua]")
         lines += [f"{key} = {_value(value)}" for key, value in opcua.items()]
         lines.append("")
+    if web_port is not None:  # the web console, loopback only: open without a login
+        lines += ["[web]", 'bind = "127.0.0.1"', f"port = {web_port}", ""]
     for route in routes:
         lines.append("[[routes]]")
         lines += [f"{key} = {_value(value)}" for key, value in route.items()]

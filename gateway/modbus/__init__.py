@@ -2,9 +2,10 @@
 
 * ``parse_modbus(table, where) -> ModbusConfig`` validates the ``[modbus]``
   table of gateway.toml (``config.py``).
-* ``run_pollers(config, sink, stop, registry=None)`` polls Modbus TCP and RTU
-  instruments and submits their readings as virtual nodes to a
-  ``ReadingSink`` (``poller.py``, ``links.py``, ``codec.py``).
+* ``run_pollers(config, sink, stop, registry=None, states=None)`` polls Modbus
+  TCP and RTU instruments and submits their readings as virtual nodes to a
+  ``ReadingSink`` (``poller.py``, ``links.py``, ``codec.py``); ``states``
+  receives each device's live ``DeviceState`` (polled or failing, last error).
 * ``ModbusServerSink(spec)`` serves the latest cleaned values to PLC/SCADA
   systems over Modbus TCP, fed by the delivery loop like every output;
   ``run_server(config, latest, stop)`` serves a register map from any
@@ -18,11 +19,12 @@ and a configuration example: docs/modbus.md.
 """
 
 from .config import DeviceSpec, ModbusConfig, RegisterSpec, ServerChannel, ServerSpec, parse_modbus
-from .poller import run_pollers
+from .poller import DeviceState, run_pollers
 from .server import ModbusServer, ModbusServerSink, run_server
 
 __all__ = [
     "DeviceSpec",
+    "DeviceState",
     "ModbusConfig",
     "RegisterSpec",
     "ServerChannel",

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from prometheus_client import CollectorRegistry
@@ -48,6 +49,28 @@ class ReadingSink(Protocol):
         number given to them.  Raises ``OutboxFull`` when storage is full
         (the caller keeps them and retries)."""
 
+@dataclass(slots=True)
+class DeviceState:
+    """What a poller knows about its instrument right now (for the web
+    console and health output; the metrics count the same events)."""
+
+    polls: int = 0
+    failing_blocks: int = 0  # blocks of the last poll that failed
+    consecutive_failures: int = 0  # polls in a row with a failed block
+    last_poll: float | None = None  # Unix s, end of the last poll
+    last_ok: float | None = None  # Unix s of the last poll without a failed block
+    last_error: str = ""  # reason of the newest failure ("timeout", "exception-2", ...)
+    last_error_at: float | None = None
+    held: str = ""  # why readings are held back (the outbox refused them), "" when not
+
+    @property
+    def state(self) -> str:
+        """"waiting" (not polled yet), "ok" or "failing" (the last poll had a failed block)."""
+        if self.last_poll is None:
+            return "waiting"
+        return "failing" if self.failing_blocks else "ok"
+
+
 SUBMIT_BACKOFF_MIN = 0.05  # seconds; doubles up to SUBMIT_BACKOFF_MAX
 SUBMIT_BACKOFF_MAX = 5.0
 # After these, the rest of a poll's blocks are not tried: the device is gone.
@@ -55,8 +78,10 @@ _GIVE_UP = frozenset({"timeout", "disconnected", "bad-frame"})
 
 
 async def run_pollers(config: ModbusConfig, sink: ReadingSink, stop: asyncio.Event,
-                      registry: CollectorRegistry | None = None) -> None:
-    """Poll every configured device until ``stop`` is set."""
+                      registry: CollectorRegistry | None = None,
+                      states: dict[str, DeviceState] | None = None) -> None:
+    """Poll every configured device until ``stop`` is set; ``states``, when
+    given, is filled with each device's live ``DeviceState`` by name."""
     if not config.devices:
         return
     metrics = PollerMetrics(registry)
@@ -74,6 +99,8 @@ async def run_pollers(config: ModbusConfig, sink: ReadingSink, stop: asyncio.Eve
         # Stagger across the device's period: devices of one bus start apart.
         delay = device.period * index / count
         poller = DevicePoller(device, links[device.bus], sink, metrics)
+        if states is not None:
+            states[device.name] = poller.state
         pollers.append(poller)
         task = asyncio.create_task(poller.run(stop, delay), name=f"modbus:{device.name}")
         task.add_done_callback(_report_crash)
@@ -102,6 +129,7 @@ class DevicePoller:
         self.metrics = metrics
         self.blocks: list[ReadBlock] = plan_reads(device.registers, device.max_registers, device.merge_gap)
         self.polling = False  # True while talking to the instrument (safe to cancel)
+        self.state = DeviceState()
 
     async def run(self, stop: asyncio.Event, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -129,14 +157,17 @@ class DevicePoller:
         started = time.perf_counter()
         readings: list[Reading] = []
         give_up: str | None = None
+        failed: list[str] = []  # reasons of the blocks that failed or were not tried
         for block in self.blocks:
             if give_up is not None:
+                failed.append(give_up)
                 readings.extend(_bad(block, give_up, time.time()))
                 continue
             try:
                 words = await self._read_with_retries(block)
             except ReadFailed as exc:
                 self.metrics.failure(device.name, exc.reason)
+                failed.append(exc.reason)
                 readings.extend(_bad(block, exc.reason, time.time()))
                 if exc.reason in _GIVE_UP:
                     give_up = exc.reason
@@ -145,6 +176,7 @@ class DevicePoller:
                 log.exception("modbus %s: unexpected error reading %s %d+%d",
                               device.name, block.table, block.address, block.count)
                 self.metrics.failure(device.name, "error")
+                failed.append(f"error: {type(exc).__name__}")
                 readings.extend(_bad(block, f"error: {type(exc).__name__}", time.time()))
                 continue
             now = time.time()
@@ -157,7 +189,20 @@ class DevicePoller:
                 else:
                     readings.append(Reading(spec.channel, now, None, spec.unit, QUALITY_BAD, "not-finite"))
         self.metrics.polled(device.name, time.perf_counter() - started)
+        self._note_poll(failed)
         return readings
+
+    def _note_poll(self, failed: list[str]) -> None:
+        state, now = self.state, time.time()
+        state.polls += 1
+        state.last_poll = now
+        state.failing_blocks = len(failed)
+        if failed:
+            state.consecutive_failures += 1
+            state.last_error, state.last_error_at = failed[0], now
+        else:
+            state.consecutive_failures = 0
+            state.last_ok = now
 
     async def _read_with_retries(self, block: ReadBlock) -> list[int]:
         device = self.device
@@ -180,12 +225,14 @@ class DevicePoller:
         while True:
             try:
                 await self.sink.submit(self.device.name, readings)
+                self.state.held = ""
                 return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 reason = "outbox-full" if type(exc).__name__ == "OutboxFull" else type(exc).__name__
                 self.metrics.held(self.device.name, reason)
+                self.state.held = reason
                 if reason != "outbox-full":
                     log.error("modbus %s: submitting %d readings failed (%s); keeping them and retrying",
                               self.device.name, len(readings), exc)

@@ -26,6 +26,7 @@ KINDS = (
     "smemet.gateway.sinks.mqtt",
     "smemet.gateway.sinks.sparkplug",
     "smemet.gateway.sinks.opcua",
+    "smemet.gateway.sinks.web",
 )
 
 

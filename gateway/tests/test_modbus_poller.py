@@ -379,3 +379,28 @@ async def test_modbus_devices_behind_one_tcp_gateway_share_its_connection(sink):
         assert sink.rows("flow-1", "total")[-1][3:6] == (123456, "m3", "good")
     finally:
         await server.shutdown()
+
+
+async def test_modbus_device_states_say_polled_or_failing_with_the_last_error(sink):
+    alive, dead = flow_meter(2), offgas_analyzer(1)
+    dead.delay = 3.0  # never answers within its timeout
+    p1, p2 = free_port(), free_port()
+    servers = [await start_tcp([alive], p1), await start_tcp([dead], p2)]
+    config = parse_modbus({"devices": [alive.config("flow-1", **tcp(p1)),
+                                       dead.config("dead-1", **tcp(p2, timeout=0.2, retries=0))]}, "gateway.toml")
+    states, stop = {}, asyncio.Event()
+    task = asyncio.create_task(run_pollers(config, sink, stop, CollectorRegistry(), states))
+    try:
+        await until(lambda: set(states) == {"flow-1", "dead-1"})
+        assert states["dead-1"].state in ("waiting", "failing")
+        await until(lambda: states["flow-1"].polls >= 2 and states["dead-1"].polls >= 1, timeout=5)
+        ok, failing = states["flow-1"], states["dead-1"]
+        assert (ok.state, ok.last_error, ok.consecutive_failures) == ("ok", "", 0) and ok.last_ok is not None
+        assert (failing.state, failing.last_error) == ("failing", "timeout") and failing.last_ok is None
+        assert failing.failing_blocks >= 1  # every block of the poll: a silent device is not tried further
+        assert failing.last_error_at is not None and failing.consecutive_failures >= 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+        for server in servers:
+            await server.shutdown()

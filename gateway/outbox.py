@@ -28,11 +28,13 @@ both the largest stored and the processing cursor (pruning only deletes
 processed frames).  Frame commits run with ``synchronous=FULL``: a frame is
 ACKed only after its commit returned, i.e. after the WAL was fsync'd.
 
-Threads: one writer connection, used by one worker thread (frame commits,
-processing, pruning); one reader connection for the event loop (sinks'
-reads, replay look-ups); one cursor connection for sinks' ``save_cursor``;
-one read-only history connection (``history``), opened at its first use,
-for sinks that answer history queries from a worker thread.
+Threads: the writer thread owns two connections (frame commits and pruning
+with fsync; processed frames and sinks' cursors without); one reader
+connection for the event loop (sinks' reads, replay look-ups); one
+read-only history connection (``history``), opened at its first use, for
+sinks that answer history queries from a worker thread.  Nothing on the
+event loop writes: ``save_cursor`` only notes a cursor, the writer thread
+stores it with its next transaction (or ``flush_cursors``).
 """
 
 from __future__ import annotations
@@ -131,6 +133,13 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     return connection
 
 
+def _write_cursors(db: sqlite3.Connection, cursors: dict[str, int]) -> None:
+    db.executemany(
+        "INSERT INTO cursors VALUES (?, ?) ON CONFLICT (route) DO UPDATE SET last_id = excluded.last_id",
+        list(cursors.items()),
+    )
+
+
 def _rollback(db: sqlite3.Connection) -> None:
     """Roll back if a transaction is open (SQLite may have ended it itself,
     e.g. on a full disk)."""
@@ -194,18 +203,22 @@ class Outbox:
             self._writer.executescript(_SCHEMA)
             self._check_schema()
             self._reader = _connect(path, "FULL")
-            # Sinks save cursors often, on the event loop: no fsync of their own
-            # (WAL, NORMAL).  A cursor commit lost to a power cut only makes a
-            # sink resend (deduplicated by (node, seq)); the WAL's order means
-            # a cursor never outlives the measurements it points past.
-            self._cursor_db = _connect(path, "NORMAL")
             # Processed frames need no fsync of their own either (see
             # write_processed); a connection of their own spares two PRAGMA
             # switches per processing batch.
             self._processed_db = _connect(path, "NORMAL")
         except sqlite3.Error as exc:
             raise OutboxError(f"{path}: cannot open the outbox database ({exc})") from None
+        # Sinks save cursors often, on the event loop; writing them there
+        # would wait for SQLite's write lock behind a commit's fsync (or a
+        # prune), stalling ingest.  So a save only notes the cursor; the
+        # writer thread writes the noted ones with the next processing
+        # transaction, prune or flush_cursors (no fsync of their own: a
+        # cursor lost to a power cut only makes a sink resend, deduplicated
+        # by (node, seq); the WAL's order means a cursor never outlives the
+        # measurements it points past).
         self._cursor_lock = threading.Lock()
+        self._cursors_noted: dict[str, int] = {}
         self.page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
         stored = self._writer.execute("SELECT coalesce(max(id), 0) FROM frames").fetchone()[0]
         self.last_frame_id = max(stored, self._sequence("frames"), self._progress(PROCESSING))
@@ -259,7 +272,11 @@ class Outbox:
     def close(self) -> None:
         with self._history_lock:
             history, self._history_db = self._history_db, None
-        for connection in (self._reader, self._cursor_db, self._processed_db, self._writer, *([history] if history else [])):
+        try:
+            self.flush_cursors()
+        except sqlite3.Error:  # closing anyway: a lost cursor only makes a sink resend
+            pass
+        for connection in (self._reader, self._processed_db, self._writer, *([history] if history else [])):
             try:
                 connection.close()
             except sqlite3.Error:
@@ -409,14 +426,18 @@ class Outbox:
             expected += count
         last_id = expected - 1
         db = self._processed_db
+        noted = self._take_noted_cursors()  # ride along: no transaction of their own
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT INTO processed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
             db.executemany("INSERT OR REPLACE INTO progress VALUES (?, ?)",
                            ((PROCESSING, last_frame_id), (MEASUREMENTS, last_id)))
+            if noted:
+                _write_cursors(db, noted)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
+            self._renote_cursors(noted)
             raise
         self._written += sum(len(r[8]) + 64 for r in records)
         with self._recent_lock:
@@ -443,8 +464,11 @@ class Outbox:
         db = self._writer
         cutoff = now - audit_retention
         hold = now - keep_processed  # processed rows that arrived after this stay
+        noted = self._take_noted_cursors()  # what sinks delivered up to now counts
         db.execute("BEGIN IMMEDIATE")
         try:
+            if noted:
+                _write_cursors(db, noted)
             if windows is not None:
                 self._save_windows(windows, covered_frame_id)
             deletable = min(self.processing_cursor(), self._meta("windows_frame"))
@@ -465,6 +489,7 @@ class Outbox:
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
+            self._renote_cursors(noted)
             raise
         self.held_measurements -= measurements
         with self._recent_lock:  # memory holds no more than the database
@@ -514,7 +539,10 @@ class Outbox:
         )
 
     def cursors(self) -> dict[str, int]:
-        return dict(self._reader.execute("SELECT route, last_id FROM cursors").fetchall())
+        stored = dict(self._reader.execute("SELECT route, last_id FROM cursors").fetchall())
+        with self._cursor_lock:
+            stored.update(self._cursors_noted)
+        return stored
 
     def lag(self, cursor: int) -> tuple[int, int]:
         """(measurements, frames) processed after measurement id ``cursor``."""
@@ -652,12 +680,45 @@ class Outbox:
 
     def load_cursor(self, sink: str) -> int:
         with self._cursor_lock:
-            row = self._cursor_db.execute("SELECT last_id FROM cursors WHERE route = ?", (sink,)).fetchone()
+            noted = self._cursors_noted.get(sink)
+        if noted is not None:
+            return noted
+        row = self._reader.execute("SELECT last_id FROM cursors WHERE route = ?", (sink,)).fetchone()
         return row[0] if row else 0
 
     def save_cursor(self, sink: str, last_id: int) -> None:
+        """Note ``sink``'s cursor (any thread, never waits on the database);
+        the writer thread stores it soon (see flush_cursors)."""
         with self._cursor_lock:
-            self._cursor_db.execute(
-                "INSERT INTO cursors VALUES (?, ?) ON CONFLICT (route) DO UPDATE SET last_id = excluded.last_id",
-                (sink, last_id),
-            )
+            self._cursors_noted[sink] = last_id
+
+    @property
+    def cursors_waiting(self) -> bool:
+        """Whether cursors were noted that are not stored yet."""
+        return bool(self._cursors_noted)
+
+    def flush_cursors(self) -> None:
+        """Writer thread: store the cursors noted since the last flush."""
+        noted = self._take_noted_cursors()
+        if not noted:
+            return
+        db = self._processed_db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _write_cursors(db, noted)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            self._renote_cursors(noted)
+            raise
+
+    def _take_noted_cursors(self) -> dict[str, int]:
+        with self._cursor_lock:
+            noted, self._cursors_noted = self._cursors_noted, {}
+        return noted
+
+    def _renote_cursors(self, noted: dict[str, int]) -> None:
+        """Not stored after all: note them again unless newer ones came."""
+        with self._cursor_lock:
+            for sink, last_id in noted.items():
+                self._cursors_noted.setdefault(sink, last_id)

@@ -255,6 +255,8 @@ class Gateway:
                         log.debug("pruned", extra={"frames": frames, "measurements": measurements})
                     if commit.full:
                         commit.set_full(await writer.run(outbox.is_full), commit.full_reason)
+                elif outbox.cursors_waiting:  # quiet: no processing transaction to carry them
+                    await writer.run(outbox.flush_cursors)
                 self._update_gauges()
             except RuntimeError:  # the writer is shut down: we are stopping
                 return

@@ -5,6 +5,7 @@ reads from memory and from disk, and the upgrade from schema 2."""
 import asyncio
 import marshal
 import sqlite3
+import threading
 
 import pytest
 
@@ -198,9 +199,38 @@ def test_cursors(outbox):
     assert outbox.load_cursor("partner-a") == 0
     outbox.save_cursor("partner-a", 17)
     outbox.save_cursor("partner-a", 20)
+    assert outbox.load_cursor("partner-a") == 20 and outbox.cursors() == {"partner-a": 20}
+    outbox.flush_cursors()  # the writer thread stores what was noted
     reopened = Outbox(outbox.path, outbox.max_bytes)
     try:
         assert reopened.load_cursor("partner-a") == 20
+        reopened.save_cursor("partner-b", 5)
+    finally:
+        reopened.close()  # stores what is still noted
+    again = Outbox(outbox.path, outbox.max_bytes)
+    try:
+        assert again.cursors() == {"partner-a": 20, "partner-b": 5}
+    finally:
+        again.close()
+
+
+def test_saving_a_cursor_never_waits_for_the_database(outbox, writer):
+    """Sinks save cursors on the event loop: a save must not wait behind a
+    transaction holding SQLite's write lock (a commit's fsync, a prune)."""
+    blocker = sqlite3.connect(outbox.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock, as the writer thread does mid-commit
+    try:
+        saver = threading.Thread(target=outbox.save_cursor, args=("r", 3))
+        saver.start()
+        saver.join(5.0)  # the database's busy timeout is 30 s: waiting on the lock would show
+        assert not saver.is_alive(), "save_cursor waited for the database's write lock"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    writer.write([processed(1, "a", 1, [row(), row(), row()])], last_frame_id=0)  # carries the cursor
+    reopened = Outbox(outbox.path, outbox.max_bytes)
+    try:
+        assert reopened.load_cursor("r") == 3
     finally:
         reopened.close()
 

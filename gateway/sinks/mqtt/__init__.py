@@ -5,10 +5,14 @@ partners receive."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from .config import RouteConfig, TlsConfig, parse_routes
 from .sink import BrokerRefused, MqttSink, explain
 
 SECTION = "routes"
+CURSOR_FLUSH_INTERVAL = 0.05  # seconds, run_routes only
 
 __all__ = ["SECTION", "BrokerRefused", "MqttSink", "RouteConfig", "TlsConfig", "explain", "parse", "parse_routes",
            "run_routes", "sinks"]
@@ -27,4 +31,21 @@ async def run_routes(routes: list[RouteConfig], outbox, stop, registry=None) -> 
     tests and benchmarks; the gateway runs every sink kind together)."""
     from ...delivery import make_loops, run_loops
 
-    await run_loops(make_loops(sinks(routes, None), outbox, registry), stop)
+    async def store_cursors() -> None:
+        # No writer thread here to carry the cursors the loops note (the
+        # gateway's does): store them now and then, and at the end.
+        try:
+            while not stop.is_set():
+                await asyncio.sleep(CURSOR_FLUSH_INTERVAL)
+                if outbox.cursors_waiting:
+                    outbox.flush_cursors()
+        finally:
+            outbox.flush_cursors()
+
+    flusher = asyncio.create_task(store_cursors())
+    try:
+        await run_loops(make_loops(sinks(routes, None), outbox, registry), stop)
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher

@@ -100,7 +100,7 @@ class Setup:
         self.profiler = None
         if PROFILE:
             self.profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(self.gateway.pid), "--rate", "250", "--nonblocking", "--gil",
+                ["py-spy", "record", "--pid", str(self.gateway.pid), "--rate", "250", *PROFILE.get("flags", ["--nonblocking", "--gil"]),
                  "--format", PROFILE["format"], "--output", PROFILE["output"]],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -368,6 +368,8 @@ def main() -> None:
     if args.profile:
         fmt = {".svg": "flamegraph", ".txt": "raw"}.get(pathlib.Path(args.profile).suffix, "speedscope")
         PROFILE.update(output=args.profile, format=fmt)
+        if os.environ.get("SMEMET_PROFILE_FLAGS"):  # e.g. "--native" (all threads, C frames too; pauses the process per sample) instead of "--nonblocking --gil"
+            PROFILE["flags"] = os.environ["SMEMET_PROFILE_FLAGS"].split()
     if args.throughput or args.latency or args.overload:
         figures = {}
         if args.throughput:

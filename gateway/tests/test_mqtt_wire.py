@@ -72,6 +72,15 @@ def test_publish_layout(topic, payload, packet_id, retain):
     assert body[4 + n:4 + n + len(props)] == props and body[4 + n + len(props):] == payload
 
 
+@given(st.text(min_size=1, max_size=30).filter(lambda t: "\0" not in t), st.binary(max_size=20000),
+       st.integers(1, 65535), st.booleans(), st.booleans())
+def test_publish_into_appends_the_same_bytes_as_publish(topic, payload, packet_id, retain, v5):
+    props = wire.publish_properties(content_type="application/json") if v5 else None
+    out = bytearray(b"before")
+    wire.publish_into(out, wire.text(topic), payload, packet_id, retain, props)
+    assert bytes(out) == b"before" + wire.publish(wire.text(topic), payload, packet_id, 1, retain, False, props)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(1, 65535), min_size=1, max_size=40), st.data())
 def test_decoder_finds_every_puback_however_the_bytes_are_cut(ids, data):
@@ -85,6 +94,32 @@ def test_decoder_finds_every_puback_however_the_bytes_are_cut(ids, data):
         at += step
     assert [p.packet_id for p in packets] == ids + [9]
     assert packets[-1].code == 0x87 and all(p.code == 0 for p in packets[:-1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 65535), min_size=1, max_size=40), st.data())
+def test_feed_split_gives_plain_puback_ids_apart_and_every_other_packet(ids, data):
+    """The fast path must find the same acknowledgements as ``feed``, however
+    the stream is cut, and leave failed PUBACKs and other packets as packets."""
+    failed = bytes([0x40, 3]) + struct.pack(">HB", 9, 0x87)
+    long_form_success = bytes([0x40, 3]) + struct.pack(">HB", 11, 0)
+    stream = b"".join(struct.pack(">BBH", 0x40, 2, i) for i in ids) + failed + long_form_success \
+        + bytes([0xD0, 0]) + struct.pack(">BBH", 0x40, 2, 12)  # ... PINGRESP, one more PUBACK
+    decoder = wire.Decoder(wire.V5)
+    acked, packets = [], []
+    at = 0
+    while at < len(stream):
+        step = data.draw(st.integers(1, 7))
+        some_acked, some_packets = decoder.feed_split(stream[at:at + step])
+        acked += some_acked
+        packets += some_packets
+        at += step
+    everything = wire.Decoder(wire.V5).feed(stream)
+    plain = [p.packet_id for p in everything if type(p) is wire.Puback and p.code == 0]
+    assert sorted(acked + [p.packet_id for p in packets if type(p) is wire.Puback and p.code == 0]) == sorted(plain)
+    assert acked[:len(ids)] == ids and 12 in acked
+    assert [p for p in packets if type(p) is wire.Puback and p.code] == [wire.Puback(9, 0x87)]
+    assert any(type(p) is not wire.Puback for p in packets)  # the PINGRESP
 
 
 def test_connack_receive_maximum_and_disconnect_reason():

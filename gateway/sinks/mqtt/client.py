@@ -135,11 +135,15 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
         try:
-            packets = self._decoder.feed(data)
+            acked, packets = self._decoder.feed_split(data)
         except wire.WireError as exc:
             self._fail(SinkError(f"the broker sent invalid MQTT ({exc})"))
             return
         pending, on_ack = self._pending, self._on_ack
+        for packet_id in acked:
+            entry = pending.pop(packet_id, None)
+            if entry is not None:
+                on_ack(entry[0])
         for packet in packets:
             if type(packet) is wire.Puback:
                 if packet.code >= 0x80:
@@ -203,7 +207,7 @@ class Connection(asyncio.Protocol):
         while packet_id in pending:
             packet_id = packet_id % MAX_PACKET_ID + 1
         self._next_id = packet_id % MAX_PACKET_ID + 1
-        self._out += wire.publish(topic, payload, packet_id, 1, retain, False, properties)
+        wire.publish_into(self._out, topic, payload, packet_id, retain, properties)
         pending[packet_id] = (token, time.monotonic())
         self._empty.clear()
         if len(pending) >= self.limit:

@@ -170,6 +170,24 @@ def publish(topic: bytes, payload: bytes, packet_id: int, qos: int = 1, retain: 
     return bytes([(PUBLISH << 4) | flags]) + varint(length) + head + payload
 
 
+def publish_into(out: bytearray, topic: bytes, payload: bytes, packet_id: int, retain: bool = False,
+                 properties: bytes | None = None) -> None:
+    """Append a QoS 1 PUBLISH to ``out``: the bytes ``publish`` makes,
+    without the intermediate objects (one per message is the hot path)."""
+    length = len(topic) + 2 + len(payload) + (len(properties) if properties is not None else 0)
+    out.append(0x33 if retain else 0x32)  # PUBLISH, QoS 1
+    while length > 0x7F:  # Variable Byte Integer (§1.5.5)
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    out += topic
+    out.append(packet_id >> 8)
+    out.append(packet_id & 0xFF)
+    if properties is not None:
+        out += properties
+    out += payload
+
+
 PINGREQ_BYTES = bytes([PINGREQ << 4, 0])
 
 
@@ -253,12 +271,29 @@ class Decoder:
     _buffer: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> list:
+        """Every complete packet, in order."""
+        return self._parse(data, None)
+
+    def feed_split(self, data: bytes) -> tuple[list[int], list]:
+        """(packet ids of plain successful PUBACKs, every other packet): the
+        stream a publisher reads is almost all PUBACKs, and an object per
+        PUBACK showed in profiles.  Order is kept within each list, not
+        between them."""
+        acked: list[int] = []
+        return acked, self._parse(data, acked)
+
+    def _parse(self, data: bytes, acked: list[int] | None) -> list:
         buffer = self._buffer
         buffer += data
         packets = []
         at = 0
         end = len(buffer)
         while at < end:
+            if acked is not None and buffer[at] == 0x40 and end - at >= 4 and buffer[at + 1] == 2:
+                # PUBACK, success, short form: just its packet id
+                acked.append((buffer[at + 2] << 8) | buffer[at + 3])
+                at += 4
+                continue
             # fixed header: type/flags, then a 1-4 byte remaining length
             if end - at < 2:
                 break

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import socket
 import time
 
@@ -31,6 +32,16 @@ CHANNELS = ("t0", "t1", "t2", "t3")
 FIRST_SECOND = 1_700_000_000
 WINDOW = 8  # frames in flight per node, as the firmware's sender allows at most
 ACK_TIMEOUT = 1.0  # seconds, the firmware's default ack_timeout_ms
+BACKOFF_MAX = 30.0  # seconds, the firmware's default backoff_max_ms
+
+
+def retransmit_after(attempts: int, rng: random.Random) -> float:
+    """Seconds until a frame sent ``attempts`` times before is sent again:
+    the firmware's sender (firmware/node/sender.py ``_backoff``), doubling
+    from the ACK timeout up to its cap, with +-25 % jitter so that nodes
+    refused together do not come back together."""
+    delay = min(ACK_TIMEOUT * (1 << min(attempts, 16)), BACKOFF_MAX)
+    return delay * (0.75 + 0.5 * rng.random())
 
 
 def frame_index(first_time: float) -> int:
@@ -96,12 +107,19 @@ def paced(port: int, nodes: list[str], samples: int, rate: float, seconds: float
                  "sent_at": [(nodes[i % len(nodes)], i // len(nodes), t) for i, t in enumerate(sent_at)]})
 
 
+@dataclasses.dataclass(slots=True)
+class _InFlight:
+    frame: bytes
+    due: float = 0.0  # when to send it (again), monotonic seconds
+    times_sent: int = 0
+
+
 @dataclasses.dataclass
 class _Node:
     template: FrameTemplate
     next_seq: int = 1
-    # seq -> [frame, last sent (monotonic)]; a frame is kept until ACKed, as a node keeps it in flash
-    in_flight: dict = dataclasses.field(default_factory=dict)
+    # a frame is kept until ACKed, as a node keeps it in flash
+    in_flight: dict[int, _InFlight] = dataclasses.field(default_factory=dict)
 
 
 def overload(port: int, nodes: list[str], samples: int, rate: float, seconds: float, ready, start, results,
@@ -117,6 +135,7 @@ def overload(port: int, nodes: list[str], samples: int, rate: float, seconds: fl
     address = ("127.0.0.1", port)
     acked: list[tuple[str, int]] = []
     counts = {"new": 0, "retransmitted": 0, "blocked": 0, "acks": 0}
+    rng = random.Random(7)
 
     def read_acks() -> None:
         while True:
@@ -153,21 +172,22 @@ def overload(port: int, nodes: list[str], samples: int, rate: float, seconds: fl
             if len(node.in_flight) < WINDOW:
                 seq = node.next_seq
                 node.next_seq += 1
-                entry = node.in_flight[seq] = [node.template.frame(seq, FIRST_SECOND + seq - 1), 0.0]
+                entry = node.in_flight[seq] = _InFlight(node.template.frame(seq, FIRST_SECOND + seq - 1))
                 kind = "new"
             else:
-                entry = next((e for e in node.in_flight.values() if now - e[1] >= ACK_TIMEOUT), None)
+                entry = next((e for e in node.in_flight.values() if now >= e.due), None)
                 if entry is None:
                     idle += 1
                     continue
                 kind = "retransmitted"
             idle = 0
             try:
-                sock.sendto(entry[0], address)
+                sock.sendto(entry.frame, address)
             except BlockingIOError:
                 counts["blocked"] += 1
                 break
-            entry[1] = now
+            entry.due = now + retransmit_after(entry.times_sent, rng)
+            entry.times_sent += 1
             counts[kind] += 1
             sent += 1
         read_acks()

@@ -88,9 +88,13 @@ class Setup:
         self.port = bench_gateway._free_port()  # noqa: SLF001
         self.metrics_port = _free_tcp_port() if metrics else 0
         extra = bench_gateway.CHAIN + route_table(self.broker.url) + '[log]\nlevel = "warning"\n' + extra
-        # SMEMET_BENCH_OUTBOX: extra [outbox] settings to try (e.g. "commit_max_delay = 0.001")
+        # settings to try, ";" between lines: SMEMET_BENCH_OUTBOX (e.g. "commit_max_delay = 0.001"),
+        # SMEMET_BENCH_UDP ([ingest.udp], e.g. 'receive_buffer = "2MiB"'), SMEMET_BENCH_GATEWAY ([gateway])
+        if os.environ.get("SMEMET_BENCH_GATEWAY"):
+            extra += "[gateway]\n" + os.environ["SMEMET_BENCH_GATEWAY"].replace(";", "\n") + "\n"
         config = write_config(directory, nodes, udp_port=self.port, extra=extra, metrics_port=self.metrics_port,
-                              outbox=os.environ.get("SMEMET_BENCH_OUTBOX", "").replace(";", "\n"))
+                              outbox=os.environ.get("SMEMET_BENCH_OUTBOX", "").replace(";", "\n"),
+                              udp_extra=os.environ.get("SMEMET_BENCH_UDP", "").replace(";", "\n"))
         self.log_path = os.path.join(directory, "gateway.log")
         env = dict(os.environ, SMEMET_PUREPYTHON="1" if pure else "0")
         with open(self.log_path, "wb") as log:
@@ -274,9 +278,12 @@ def overload(knee_measurements_per_s: float, factor: float, seconds: float, iden
             for _process, ready, _start, _results in spawned:
                 ready.get(timeout=120)
             began = time.time()
+            cpu_before = sum(bench_gateway._cpu_split(setup.gateway.pid))  # noqa: SLF001
             for _process, _ready, start, _results in spawned:
                 start.set()
             reports = [results.get(timeout=seconds + 120) for _process, _ready, _start, results in spawned]
+            # the gateway's share of a core while offered the load: ~1 is saturated, well below is underfed
+            cpu_share = (sum(bench_gateway._cpu_split(setup.gateway.pid)) - cpu_before) / (time.time() - began)  # noqa: SLF001
             for process, *_ in spawned:
                 process.join(30)
             acked = {pair for report in reports for pair in report["acked"]}
@@ -285,6 +292,7 @@ def overload(knee_measurements_per_s: float, factor: float, seconds: float, iden
             rss = _peak_rss_mb(setup.gateway.pid)
             drops = setup.metric("smemet_gateway_udp_receive_drops")
             paused = setup.metric("smemet_gateway_ingest_pauses_total")
+            gateway_duplicates = setup.metric("smemet_gateway_frames_duplicate_total")
         finally:
             code, messages = setup.close()
     if code != 0:
@@ -318,6 +326,8 @@ def overload(knee_measurements_per_s: float, factor: float, seconds: float, iden
         "delivered_fraction_mean": round(statistics.mean(rates) / knee_measurements_per_s, 3) if rates else None,
         "kernel_drops": drops,
         "ingest_pauses": paused,
+        "duplicates_at_gateway": gateway_duplicates,
+        "gateway_cpu_share": round(cpu_share, 2),  # retransmissions that arrived after their frame did
         "gateway_peak_rss_mb": round(rss, 1),
     }
 

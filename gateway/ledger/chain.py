@@ -1,0 +1,118 @@
+"""A route's hash chain: every message the route delivers is one link.
+
+    link n = SHA-256( link n-1  ||  n as 8 bytes, big-endian  ||  SHA-256(payload n) )
+
+with link 0 = 32 zero bytes and n = 1, 2, 3, ...  The payload is the whole
+message body as published, which carries ``n`` and ``link n-1`` itself
+(``link_seq``, ``link_prev``), so a capture of payloads alone is enough to
+check the chain.  The gateway signs the chain's head in checkpoints
+(checkpoint.py): a signed head vouches for every link before it.
+
+Only links the broker acknowledged count: ``RouteChain`` hands out links as
+messages are published, confirms deliveries in the order they were made
+once every PUBACK of each is in, and keeps the *confirmed* head, which is
+what checkpoints sign and the ledger stores.  When a session breaks, the
+chain rewinds to the confirmed head; the delivery loop sends again from its
+cursor, so the same messages come out with the same numbers and the same
+links (a partner sees an identical duplicate, never a fork or a gap).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+GENESIS = bytes(32)
+_sha256 = hashlib.sha256
+
+
+def link_hash(prev: bytes, seq: int, payload: bytes) -> bytes:
+    """Link ``seq`` given the previous link and the message's payload."""
+    return _sha256(prev + seq.to_bytes(8, "big") + _sha256(payload).digest()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest link of a chain: its number and hash (0 and zeros: empty)."""
+
+    seq: int = 0
+    hash: bytes = GENESIS
+
+
+@dataclass(slots=True)
+class Batch:
+    """The links of one delivery, in order.  ``upto`` is the last
+    measurement id the delivery covered; ``confirm`` is called once the
+    broker acknowledged every message of this and of every earlier batch."""
+
+    first_seq: int
+    prev: bytes
+    upto: int
+    confirm: Callable[[], None]
+    hashes: list[bytes] = field(default_factory=list)
+    acked: bool = False
+    acked_at: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.hashes)
+
+    @property
+    def head(self) -> Head:
+        if not self.hashes:
+            return Head(self.first_seq - 1, self.prev)
+        return Head(self.first_seq + len(self.hashes) - 1, self.hashes[-1])
+
+
+class RouteChain:
+    def __init__(self, confirmed: Head) -> None:
+        self.confirmed = confirmed  # what the broker acknowledged: checkpoints sign it
+        self._seq = confirmed.seq  # the newest link handed out
+        self._prev = confirmed.hash
+        self._pending: deque[Batch] = deque()
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    @property
+    def prev(self) -> bytes:
+        """The newest link handed out (the next message's ``link_prev``)."""
+        return self._prev
+
+    def rewind(self) -> None:
+        """A session ended: what was not acknowledged is sent again, with the
+        same numbers, from the confirmed head."""
+        self._pending.clear()
+        self._seq, self._prev = self.confirmed.seq, self.confirmed.hash
+
+    def begin(self, upto: int, confirm: Callable[[], None]) -> Batch:
+        batch = Batch(self._seq + 1, self._prev, upto, confirm)
+        self._pending.append(batch)
+        return batch
+
+    def next_seq(self) -> int:
+        return self._seq + 1
+
+    def add(self, batch: Batch, payload: bytes) -> None:
+        """Link the next message (its payload already carries ``next_seq()``
+        and ``prev``)."""
+        seq = self._seq + 1
+        self._prev = link = _sha256(self._prev + seq.to_bytes(8, "big") + _sha256(payload).digest()).digest()
+        self._seq = seq
+        batch.hashes.append(link)
+
+    def acked(self, batch: Batch, now: float) -> list[Batch]:
+        """``batch`` is acknowledged: the batches now confirmed, in order
+        (none while an earlier one still waits)."""
+        batch.acked = True
+        batch.acked_at = now
+        done = []
+        pending = self._pending
+        while pending and pending[0].acked:
+            first = pending.popleft()
+            self.confirmed = first.head
+            done.append(first)
+        return done

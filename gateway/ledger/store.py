@@ -1,0 +1,294 @@
+"""The ledger's tables, in the outbox database (the only code that knows them).
+
+- ``ledger``: what each route delivered, one row per delivery the broker
+  acknowledged: its links ``first_seq .. first_seq + count - 1`` (their
+  hashes, 32 bytes each, in ``hashes``), the agreement and version in force,
+  when the last PUBACK of it arrived (``acked``), and the last measurement id
+  it covered (``upto``).  The newest row of a route is its chain head: it is
+  never pruned.
+- ``ledger_checkpoints``: each signed checkpoint whose head moved, as
+  published (the COSE_Sign1 bytes): the gateway's own signed record.
+- ``agreement_versions``: every agreement version a route ever ran under,
+  with a digest of its terms and when it came into force.
+- ``agreement_windows``: per route and channel, the start of the newest
+  aggregation period the broker acknowledged (so a restart neither repeats
+  nor splits a period).
+
+Durability: deliveries are recorded with ``synchronous=NORMAL`` (no fsync of
+their own); a checkpoint is recorded with ``synchronous=FULL`` *before* it
+is published, which makes every earlier row durable too.  So after a power
+cut the ledger's head is never behind a head the gateway signed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..errors import GatewayError, OutboxError
+from .chain import GENESIS, Head
+
+LEDGER_SCHEMA = 1
+HASH_BYTES = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;  -- as outbox.py makes it
+CREATE TABLE IF NOT EXISTS ledger (
+    route TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    hashes BLOB NOT NULL,              -- 32 bytes per link, in order
+    agreement TEXT,
+    version INTEGER,
+    acked REAL NOT NULL,               -- Unix s: the broker had acknowledged every message of the delivery
+    upto INTEGER NOT NULL,             -- last measurement id the delivery covered
+    PRIMARY KEY (route, first_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger (route, acked);
+CREATE TABLE IF NOT EXISTS ledger_checkpoints (
+    route TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    head BLOB NOT NULL,
+    time REAL NOT NULL,
+    message BLOB NOT NULL,             -- the COSE_Sign1 as published
+    PRIMARY KEY (route, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agreement_versions (
+    route TEXT NOT NULL,
+    agreement TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,              -- SHA-256 of the terms (agreements/config.py: Agreement.digest)
+    terms TEXT NOT NULL,               -- the terms as JSON
+    since REAL NOT NULL,               -- Unix s: first start under this version
+    PRIMARY KEY (route, agreement, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agreement_windows (
+    route TEXT NOT NULL,
+    node TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    start REAL NOT NULL,               -- newest acknowledged aggregation period of the channel
+    PRIMARY KEY (route, node, channel)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One delivered message, as ``smemet ledger`` exports it."""
+
+    route: str
+    seq: int
+    hash: bytes
+    agreement: str | None
+    version: int | None
+    acked: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    route: str
+    seq: int
+    head: bytes
+    time: float
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementVersion:
+    agreement: str
+    version: int
+    digest: str
+    terms: dict
+    since: float
+
+
+class AgreementConflict(GatewayError):
+    """The configured terms contradict the agreement history (a change of terms without a new version)."""
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+class LedgerStore:
+    """Read and write the ledger tables.  ``record`` and the agreement/window
+    methods run on the event loop; ``record_checkpoint`` and ``prune`` (they
+    fsync) in a worker thread, on their own connection."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._db = _connect(path, "NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('ledger_schema', ?)", (LEDGER_SCHEMA,))
+            self._durable = _connect(path, "FULL")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{path}: cannot open the ledger tables ({exc})") from None
+        self._durable_lock = threading.Lock()
+
+    def close(self) -> None:
+        for db in (self._db, self._durable):
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass
+
+    # ------------------------------------------------------------ the chain
+
+    def head(self, route: str) -> tuple[Head, int]:
+        """The route's newest recorded link and the last measurement id it
+        covered ((empty head, 0) for a route that never delivered)."""
+        row = self._db.execute(
+            "SELECT first_seq, count, substr(hashes, -32), upto FROM ledger WHERE route = ?"
+            " ORDER BY first_seq DESC LIMIT 1", (route,)).fetchone()
+        if row is None:
+            return Head(0, GENESIS), 0
+        first, count, last_hash, upto = row
+        return Head(first + count - 1, bytes(last_hash)), upto
+
+    def record(self, route: str, first_seq: int, hashes: bytes, agreement: str | None, version: int | None,
+               acked: float, upto: int) -> None:
+        """One acknowledged delivery (``hashes``: its links, concatenated)."""
+        self._db.execute("INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (route, first_seq, len(hashes) // HASH_BYTES, hashes, agreement, version, acked, upto))
+
+    def record_checkpoint(self, route: str, seq: int, head: bytes, at: float, message: bytes) -> None:
+        """A signed checkpoint, durably (fsync'd, with every earlier row), before
+        it is published.  Worker thread."""
+        with self._durable_lock:
+            self._durable.execute("INSERT OR REPLACE INTO ledger_checkpoints VALUES (?, ?, ?, ?, ?)",
+                                  (route, seq, head, at, message))
+
+    def prune(self, before: float) -> int:
+        """Delete deliveries acknowledged and checkpoints signed before
+        ``before`` (Unix s), keeping each route's newest delivery and
+        checkpoint (the chain head).  Worker thread; returns rows deleted."""
+        with self._durable_lock:
+            db = self._durable
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = db.execute(
+                    "DELETE FROM ledger WHERE acked < ? AND first_seq <"
+                    " (SELECT max(first_seq) FROM ledger AS newest WHERE newest.route = ledger.route)",
+                    (before,)).rowcount
+                deleted += db.execute(
+                    "DELETE FROM ledger_checkpoints WHERE time < ? AND seq <"
+                    " (SELECT max(seq) FROM ledger_checkpoints AS newest WHERE newest.route = ledger_checkpoints.route)",
+                    (before,)).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return deleted
+
+    # ------------------------------------------------------------ agreements
+
+    def history(self, route: str) -> list[AgreementVersion]:
+        return _history(self._db, route)
+
+    def record_agreement(self, route: str, agreement: str, version: int, digest: str, terms: dict,
+                         now: float | None = None) -> tuple[AgreementVersion | None, bool]:
+        """Put this agreement version in force on ``route``; returns (the
+        version in force before, whether this one is new).  Raises
+        AgreementConflict when the terms of a known version changed, or when
+        the version is lower than one already in force."""
+        now = time.time() if now is None else now
+        known = self.history(route)
+        before = known[-1] if known else None
+        for entry in known:
+            if (entry.agreement, entry.version) == (agreement, version):
+                if entry.digest != digest:
+                    raise AgreementConflict(
+                        f"route {route}: the terms of agreement {agreement} version {version} differ from those in "
+                        f"force since {_utc(entry.since)}; a change of terms needs a new version (set version = "
+                        f"{max(e.version for e in known if e.agreement == agreement) + 1})")
+                return before, False
+        same = [e.version for e in known if e.agreement == agreement]
+        if same and version < max(same):
+            raise AgreementConflict(
+                f"route {route}: agreement {agreement} version {version} is older than version {max(same)}, "
+                "already in force; versions only go up")
+        self._db.execute("INSERT INTO agreement_versions VALUES (?, ?, ?, ?, ?, ?)",
+                         (route, agreement, version, digest, json.dumps(terms, sort_keys=True), now))
+        return before, True
+
+    # ------------------------------------------------------------ aggregation windows
+
+    def windows(self, route: str) -> dict[tuple[str, str], float]:
+        return {(node, channel): start for node, channel, start in
+                self._db.execute("SELECT node, channel, start FROM agreement_windows WHERE route = ?", (route,))}
+
+    def save_windows(self, route: str, windows: Iterable[tuple[str, str, float]]) -> None:
+        self._db.executemany(
+            "INSERT INTO agreement_windows VALUES (?, ?, ?, ?) ON CONFLICT (route, node, channel)"
+            " DO UPDATE SET start = max(start, excluded.start)",
+            [(route, node, channel, start) for node, channel, start in windows])
+
+
+class LedgerView:
+    """Read-only, for the tools (``smemet ledger``, ``smemet agreements``):
+    SQLite in WAL mode lets them read while the gateway writes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    def open(cls, path: str) -> LedgerView | None:
+        """The view, or None when ``path`` holds no ledger (yet)."""
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            db.execute("SELECT 1 FROM ledger LIMIT 1")
+        except sqlite3.Error:
+            return None
+        return cls(db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def routes(self) -> list[str]:
+        return [r for (r,) in self._db.execute(
+            "SELECT route FROM ledger UNION SELECT route FROM agreement_versions ORDER BY 1")]
+
+    def entries(self, route: str, since: float | None = None, until: float | None = None) -> Iterator[LedgerEntry]:
+        """Every delivered message of ``route`` acknowledged in [since, until), by number."""
+        rows = self._db.execute(
+            "SELECT first_seq, hashes, agreement, version, acked FROM ledger WHERE route = ? AND acked >= ?"
+            " AND acked < ? ORDER BY first_seq",
+            (route, -1e300 if since is None else since, 1e300 if until is None else until))
+        for first, hashes, agreement, version, acked in rows:
+            for i in range(len(hashes) // HASH_BYTES):
+                yield LedgerEntry(route, first + i, bytes(hashes[i * HASH_BYTES:(i + 1) * HASH_BYTES]), agreement,
+                                  version, acked)
+
+    def checkpoints(self, route: str, since: float | None = None, until: float | None = None) -> list[StoredCheckpoint]:
+        return [StoredCheckpoint(route, seq, bytes(head), at, bytes(message)) for seq, head, at, message in
+                self._db.execute(
+                    "SELECT seq, head, time, message FROM ledger_checkpoints WHERE route = ? AND time >= ?"
+                    " AND time < ? ORDER BY seq",
+                    (route, -1e300 if since is None else since, 1e300 if until is None else until))]
+
+    def history(self, route: str) -> list[AgreementVersion]:
+        try:
+            return _history(self._db, route)
+        except sqlite3.Error:
+            return []
+
+
+def _history(db: sqlite3.Connection, route: str) -> list[AgreementVersion]:
+    return [AgreementVersion(agreement, version, digest, json.loads(terms), since) for agreement, version, digest,
+            terms, since in db.execute(
+                "SELECT agreement, version, digest, terms, since FROM agreement_versions WHERE route = ?"
+                " ORDER BY since, version", (route,))]
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))

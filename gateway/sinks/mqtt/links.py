@@ -1,0 +1,61 @@
+"""The link fields of a route's messages: each payload (json, senml) gets
+the agreement stamp and its place in the route's hash chain
+(``ledger/chain.py``), written into the payload itself so that a capture of
+payloads alone can be checked, and -- under MQTT 5 -- repeated as user
+properties for readers that look at properties only.
+
+    json:   {"node":...,"kind":"data","agreement":"IMT-7","agreement_version":2,"link_seq":17,"link_prev":"<hex>"}
+    senml:  [{...},...,{"n":...,"quality":"good","agreement":"IMT-7","agreement_version":2,"link_seq":17,"link_prev":"<hex>"}]
+
+(the fields go at the end of the json object, and of the last record of a
+senml pack, where a plain reader ignores them).  The hot payload writers
+(``writer.py``/``_writer.pyx``) stay untouched: the fields are appended to
+their bytes here.
+"""
+
+from __future__ import annotations
+
+from json.encoder import encode_basestring_ascii as _json_str
+
+from ...ledger import Batch, RouteChain
+from . import wire
+
+_PREV = b',"link_prev":"'
+_SEQ_KEY = wire.text("link_seq")
+_PREV_KEY = wire.text("link_prev") + (64).to_bytes(2, "big")  # the key, then the length of the 64 hex digits
+_USER = bytes([wire.P_USER_PROPERTY])
+
+
+class RouteLinks:
+    """Stamps and links one route's messages, in publishing order."""
+
+    def __init__(self, chain: RouteChain, fmt: str, agreement: tuple[str, int] | None,
+                 properties: bytes | None) -> None:
+        """``properties``: the MQTT 5 property body every data message
+        carries (``wire.publish_property_body``), None under MQTT 3.1.1."""
+        self.chain = chain
+        self._cut = 1 if fmt == "json" else 2  # "}" or "}]"
+        self._tail = b'"}' if fmt == "json" else b'"}]'
+        stamp = b""
+        user = b""
+        if agreement is not None:
+            agreement_id, version = agreement
+            stamp = (',"agreement":' + _json_str(agreement_id) + f',"agreement_version":{version}').encode()
+            user = wire.user_property("agreement", agreement_id) + wire.user_property("agreement_version", str(version))
+        self._stamp = stamp + b',"link_seq":'
+        self._properties = None if properties is None else properties + user
+
+    def link(self, batch: Batch, payload: bytes) -> tuple[bytes, bytes | None]:
+        """The payload with its link fields, and its MQTT 5 properties (None
+        under 3.1.1); the link joins ``batch``."""
+        chain = self.chain
+        seq = chain.seq + 1
+        prev = chain.prev.hex().encode()
+        stamped = b"%b%b%d%b%b%b" % (payload[:-self._cut], self._stamp, seq, _PREV, prev, self._tail)
+        chain.add(batch, stamped)
+        if self._properties is None:
+            return stamped, None
+        number = b"%d" % seq
+        body = b"%b%b%b%b%b%b%b%b" % (self._properties, _USER, _SEQ_KEY, len(number).to_bytes(2, "big"), number,
+                                      _USER, _PREV_KEY, prev)
+        return stamped, wire.property_block(body)

@@ -4,8 +4,10 @@
 Periods are aligned: one of ``period`` seconds starts at a multiple of
 ``period`` since the Unix epoch (1-minute periods start on the minute, UTC).
 A period closes when a reading of its channel falls past it, or when the
-wall clock passes its end by the agreement's delay plus ``grace`` (the
-channel went quiet).  A closed period becomes four (or fewer) measurements
+stream has been read ``grace`` past its end (the channel went quiet): while
+a backlog drains (after an outage) that is the arrival time of the frames
+read so far, never the wall clock, so a backlog's periods are not cut
+short; once the route is caught up, it is the wall clock less the delay.  A closed period becomes four (or fewer) measurements
 named ``<channel>.mean``, ``.min``, ``.max``, ``.count``, timed at the
 period's start, in one frame per node and period.
 
@@ -55,7 +57,8 @@ class Aggregator:
         assert resolution.period is not None
         self.period = resolution.period
         self.aggregates = resolution.aggregates
-        self.closing_lag = resolution.period + delay + resolution.grace  # start -> closed by the clock
+        self.grace = resolution.grace
+        self.closing_lag = resolution.period + delay + resolution.grace  # start -> closed by the wall clock
         self._open: dict[tuple[str, str], _Period] = {}
         self._closed_upto: dict[tuple[str, str], float] = {}  # newest closed period start per channel
         self.late = 0
@@ -101,11 +104,12 @@ class Aggregator:
             _take(current, value, quality, unit, frame)
         return self._frames(closed)
 
-    def expire(self, now: float) -> tuple[list[ProcessedFrame], list[tuple[str, str, float]]]:
-        """Close the periods whose channel went quiet."""
+    def expire(self, horizon: float) -> tuple[list[ProcessedFrame], list[tuple[str, str, float]]]:
+        """Close the periods that ended ``grace`` before ``horizon``: the time
+        up to which the stream is read (the channel went quiet)."""
         if not self._open:
             return [], []
-        deadline = now - self.closing_lag
+        deadline = horizon - self.period - self.grace
         closed = [p for p in self._open.values() if p.start <= deadline]
         for p in closed:
             key = (p.node, p.channel)

@@ -83,6 +83,7 @@ class Terms:
         self._strip_reasons = "reason" not in a.fields
         self._aggregator = Aggregator(a.resolution, a.delay) if not a.resolution.raw else None
         self._confirmed: dict[tuple[str, str], float] | None = None
+        self._read_upto = 0.0  # the latest arrival (Unix s) among the frames aggregated so far
         self._validity = a.valid_from is not None or a.valid_until is not None
         self._from = a.valid_from if a.valid_from is not None else -math.inf
         self._until = a.valid_until if a.valid_until is not None else math.inf
@@ -99,6 +100,7 @@ class Terms:
             if self._confirmed is None:
                 self._confirmed = self.store.windows(self.route)
             self._aggregator.reset(self._confirmed)
+            self._read_upto = 0.0
 
     def confirmed(self, receipt) -> None:
         """The sink confirmed a release: remember its periods as delivered."""
@@ -109,17 +111,16 @@ class Terms:
                 if start > self._confirmed.get((node, channel), -math.inf):
                     self._confirmed[(node, channel)] = start
 
-    def apply(self, frames: Sequence[ProcessedFrame], now: float) -> Release:
+    def apply(self, frames: Sequence[ProcessedFrame], now: float, reached_end: bool = True) -> Release:
+        """The terms on ``frames`` (the loop's selection of one read, in
+        order) at ``now``; ``reached_end``: that read found nothing after
+        these frames (the route is caught up)."""
         if self.passthrough:
             return Release(list(frames))
         a, aggregator = self.agreement, self._aggregator
         out: list[ProcessedFrame] = []
         receipt: list = []
         resume_after = wake = None
-        if aggregator is not None:
-            closed, periods = aggregator.expire(now)
-            out += closed
-            receipt += periods
         expired = a.valid_until is not None and now >= a.valid_until + a.delay
         for frame in frames:
             if expired:
@@ -140,10 +141,20 @@ class Terms:
                 closed, periods = aggregator.add(frame)
                 out += closed
                 receipt += periods
+                if frame.received > self._read_upto:
+                    self._read_upto = frame.received
             else:
                 out.append(frame)
         hold = None
         if aggregator is not None:
+            # quiet channels: the stream is read up to the arrival of what was
+            # read; once caught up (or at an embargoed frame), up to now less the delay
+            horizon = self._read_upto
+            if reached_end or resume_after is not None:
+                horizon = max(horizon, now - a.delay)
+            closed, periods = aggregator.expire(horizon)
+            out += closed
+            receipt += periods
             self.stats.late_for_period = aggregator.late
             hold = aggregator.hold()
             closing = aggregator.wake_at()

@@ -150,7 +150,7 @@ class DeliveryLoop:
             chosen = [picked for picked in map(select, frames) if picked is not None]
             limit, held, receipt = last_id, False, None
             if terms is not None:  # the agreement's terms (agreements/terms.py)
-                release = terms.apply(chosen, time.time())
+                release = terms.apply(chosen, time.time(), reached_end=last_id >= outbox.last_measurement_id)
                 chosen, wake, receipt = release.frames, release.wake, release.receipt
                 if release.resume_after is not None:  # not due yet: read again from there
                     last_id = limit = max(read_pos, release.resume_after)

@@ -75,7 +75,7 @@ def verify(message: bytes, public: bytes) -> Checkpoint:
     if not isinstance(tagged, cbor2.CBORTag) or tagged.tag != COSE_SIGN1_TAG:
         raise CheckpointError("not a tagged COSE_Sign1 (CBOR tag 18)")
     body = tagged.value
-    if not (isinstance(body, list) and len(body) == 4 and isinstance(body[0], bytes) and isinstance(body[2], bytes)
+    if not (isinstance(body, (list, tuple)) and len(body) == 4  # cbor2 6 decodes a tagged array as a tuple and isinstance(body[0], bytes) and isinstance(body[2], bytes)
             and isinstance(body[3], bytes)):
         raise CheckpointError("a COSE_Sign1 is [protected, unprotected, payload, signature]")
     protected, _unprotected, payload, signature = body

@@ -204,19 +204,19 @@ class LedgerStore:
         now = time.time() if now is None else now
         known = self.history(route)
         before = known[-1] if known else None
+        same = [e.version for e in known if e.agreement == agreement]
+        if same and version < max(same):
+            raise AgreementConflict(
+                f"route {route}: agreement {agreement} version {version} is older than version {max(same)}, "
+                "already in force; versions only go up (give the old terms a new version number)")
         for entry in known:
             if (entry.agreement, entry.version) == (agreement, version):
                 if entry.digest != digest:
                     raise AgreementConflict(
                         f"route {route}: the terms of agreement {agreement} version {version} differ from those in "
                         f"force since {_utc(entry.since)}; a change of terms needs a new version (set version = "
-                        f"{max(e.version for e in known if e.agreement == agreement) + 1})")
+                        f"{max(same) + 1})")
                 return before, False
-        same = [e.version for e in known if e.agreement == agreement]
-        if same and version < max(same):
-            raise AgreementConflict(
-                f"route {route}: agreement {agreement} version {version} is older than version {max(same)}, "
-                "already in force; versions only go up")
         self._db.execute("INSERT INTO agreement_versions VALUES (?, ?, ?, ?, ?, ?)",
                          (route, agreement, version, digest, json.dumps(terms, sort_keys=True), now))
         return before, True

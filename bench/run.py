@@ -3,8 +3,9 @@
 Runs each stage's benchmark module, prints a readable table, writes every
 figure to ``bench/results/<UTC time>.json`` and ends with ONE line of JSON:
 measurements_per_s, frames_per_s, p99_latency_ms, cython_speedup_min,
-floor_fraction, gateway_rss_mb (and a few more).  Ratios are computed within
-this run, so a noisy shared machine still gives comparable figures.
+floor_fraction, gateway_rss_mb, ledger_us_per_measurement_senml/_json (and a
+few more).  Ratios are computed within this run, so a noisy shared machine
+still gives comparable figures.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ STAGES = [
     ("routes", "bench_routes.py", "MQTT QoS 1 publish rate to a local Mosquitto"),
     ("end_to_end", "bench_e2e.py", "load generator -> gateway -> Mosquitto -> subscriber"),
     ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
+    ("ledger", "bench_ledger.py", "signed deliveries and agreement terms: µs added per measurement"),
 ]
 
 
@@ -69,6 +71,9 @@ def summary(results: dict) -> dict:
         "floor_fraction": None,
         "gateway_rss_mb": e2e.get("gateway_rss_mb"),
         "gateway_cpu_s_per_100k": e2e.get("gateway_cpu_s_per_100k"),
+        # what the hash chain, the ledger and the checkpoints add (target <= 2 µs per measurement)
+        "ledger_us_per_measurement_senml": results.get("ledger", {}).get("added_us_per_measurement_senml"),
+        "ledger_us_per_measurement_json": results.get("ledger", {}).get("added_us_per_measurement_json"),
     }
     if e2e.get("frames_per_s") and floor.get("floor_frames_per_s"):
         line["floor_fraction"] = round(e2e["frames_per_s"] / floor["floor_frames_per_s"], 3)

@@ -69,39 +69,27 @@ class Batch:
 class RouteChain:
     def __init__(self, confirmed: Head) -> None:
         self.confirmed = confirmed  # what the broker acknowledged: checkpoints sign it
-        self._seq = confirmed.seq  # the newest link handed out
-        self._prev = confirmed.hash
+        self.seq = confirmed.seq  # the newest link handed out...
+        self.prev = confirmed.hash  # ...and its hash: the next message's ``link_prev``
         self._pending: deque[Batch] = deque()
-
-    @property
-    def seq(self) -> int:
-        return self._seq
-
-    @property
-    def prev(self) -> bytes:
-        """The newest link handed out (the next message's ``link_prev``)."""
-        return self._prev
 
     def rewind(self) -> None:
         """A session ended: what was not acknowledged is sent again, with the
         same numbers, from the confirmed head."""
         self._pending.clear()
-        self._seq, self._prev = self.confirmed.seq, self.confirmed.hash
+        self.seq, self.prev = self.confirmed.seq, self.confirmed.hash
 
     def begin(self, upto: int, confirm: Callable[[], None]) -> Batch:
-        batch = Batch(self._seq + 1, self._prev, upto, confirm)
+        batch = Batch(self.seq + 1, self.prev, upto, confirm)
         self._pending.append(batch)
         return batch
 
-    def next_seq(self) -> int:
-        return self._seq + 1
-
     def add(self, batch: Batch, payload: bytes) -> None:
-        """Link the next message (its payload already carries ``next_seq()``
-        and ``prev``)."""
-        seq = self._seq + 1
-        self._prev = link = _sha256(self._prev + seq.to_bytes(8, "big") + _sha256(payload).digest()).digest()
-        self._seq = seq
+        """Link the next message, number ``seq + 1`` (its payload already
+        carries that number and ``prev``)."""
+        seq = self.seq + 1
+        self.prev = link = _sha256(self.prev + seq.to_bytes(8, "big") + _sha256(payload).digest()).digest()
+        self.seq = seq
         batch.hashes.append(link)
 
     def acked(self, batch: Batch, now: float) -> list[Batch]:

@@ -127,3 +127,18 @@ def test_signing_key_made_once_private_and_checked(tmp_path):
         signing.load_or_create(str(tmp_path / "missing" / "signing.key"))
     with pytest.raises(GatewayError, match="no signing key yet"):
         signing.load(str(tmp_path / "other.key"))
+
+
+def test_the_documented_agreement_route_is_valid():
+    import pathlib
+    import tomllib
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "gateway.toml").read_text()
+    start = text.index('# [[routes]]\n# name = "institute"')
+    block = "\n".join(line[2:] if line.startswith("# ") else "" for line in text[start:].splitlines())
+    table = tomllib.loads(block)["routes"][0]
+    table.pop("password_file")
+    table.pop("username")
+    (r,) = parse_routes([table], "docs/gateway.toml")
+    a = r.agreement
+    assert (a.id, a.version, a.resolution.period, a.delay, len(a.pseudonyms)) == ("IMT-2026-07", 2, 60.0, 3600.0, 2)

@@ -16,6 +16,7 @@ import json
 import math
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -191,8 +192,20 @@ def test_restarts_keep_the_chain_and_verify_names_a_removed_message(make_broker,
         nodes.send(3.0)
         gateway.kill()  # a crash
         gateway.start()
+        # the operator gives the partner the fingerprint; the partner checks live, joining mid-stream
+        shown = smemet("gateway", "signing-key", "show", "--config", str(gateway.config_path))
+        assert shown.returncode == 0, shown.stderr
+        fingerprint = next(line.split(":", 1)[1].strip() for line in shown.stdout.splitlines()
+                           if line.startswith("fingerprint:"))
+        password = tmp_path / "institute.pw"
+        password.write_text(USERS["institute"] + "\n")
+        live = subprocess.Popen([sys.executable, "-m", "smemet", "verify", "--broker", broker.url, "--topic",
+                                 "plant/institute/#", "--username", "institute", "--password-file", str(password),
+                                 "--duration", "4", "--fingerprint", fingerprint],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         nodes.send(3.0)
         time.sleep(2.5)  # a checkpoint after the last message
+        live_out, live_err = live.communicate(timeout=30)
         gateway.stop()
         time.sleep(0.5)
     finally:
@@ -212,12 +225,9 @@ def test_restarts_keep_the_chain_and_verify_names_a_removed_message(make_broker,
             for t, p in messages if not t.endswith(("/status", "/checkpoint", "/gateway-key"))}
     assert {node for node, *_ in sent} == {"site-A"}
 
-    # the operator gives the partner the fingerprint; the partner verifies its capture
-    shown = smemet("gateway", "signing-key", "show", "--config", str(gateway.config_path))
-    assert shown.returncode == 0, shown.stderr
-    fingerprint = next(line.split(":", 1)[1].strip() for line in shown.stdout.splitlines()
-                       if line.startswith("fingerprint:"))
     assert fingerprint.replace(" ", "") == hashlib.sha256(public).hexdigest()
+    assert live.returncode == 0, live_out + live_err
+    assert "COMPLETE: every message up to seq" in live_out and "not in this capture: seq" in live_out, live_out
     ok = smemet("verify", "--capture", str(capture), "--fingerprint", fingerprint)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"COMPLETE: every message up to seq {result.highest_signed} is here and authentic" in ok.stdout

@@ -14,6 +14,13 @@ nodes, lets the gateway deliver what it accepted, and prints::
 
 "lost" counts measurements the gateway accepted (stored, ACKed) that did not
 reach the subscriber by the end — it must be 0.
+
+The gateway runs two routes under two data-sharing agreements: the plant's
+historian (every channel, raw, on ``smemet/#``) and a research institute
+(the furnace temperatures as 10-second means and maxima, the furnace under
+an alias, on ``institute/#``).  The demo prints how to verify what the
+institute receives (``smemet verify`` with the gateway key's fingerprint)
+and, at the end, verifies its own capture of it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,19 @@ from .errors import UserError
 from .gateway_toml import write_gateway_config
 
 PREFIX = "smemet"
+INSTITUTE = "institute"  # the second route's topic prefix
+PARTIES = [{"name": "Demo Steelworks", "role": "provider"}]
+HISTORIAN_AGREEMENT = {
+    "id": "PLANT-HISTORIAN", "version": 1, "purpose": "the plant's own process historian",
+    "parties": PARTIES + [{"name": "Demo Steelworks, process engineering", "role": "recipient"}], "include": ["*"],
+}
+INSTITUTE_AGREEMENT = {
+    "id": "IMT-DEMO", "version": 1, "purpose": "research on furnace heat-up curves",
+    "parties": PARTIES + [{"name": "Institute for Metallurgy", "role": "recipient"}],
+    "include": ["furnace-*/tc_*"], "exclude": ["*/*.cj"],
+    "resolution": {"period": "10s", "aggregates": ["mean", "max", "count"], "grace": "2s"},
+    "pseudonyms": {"furnace-1": "site-A"}, "fields": ["unit"],
+}
 
 
 def register(subparsers) -> None:
@@ -127,6 +147,7 @@ class Demo:
         self.work = work
         self.external = broker
         self.counter = Counter()
+        self.institute: list = []  # (topic, payload) of the institute's route, as it received them
         self.stop = asyncio.Event()
         self.broker = None
         self.gateway = None
@@ -196,8 +217,12 @@ class Demo:
                 async with aiomqtt.Client(host, port, identifier=f"smemet-demo-{time.time_ns()}",
                                           protocol=aiomqtt.ProtocolVersion.V311) as client:
                     await client.subscribe(f"{PREFIX}/+/+", qos=1)
+                    await client.subscribe(f"{INSTITUTE}/#", qos=1)
                     async for message in client.messages:
-                        self.counter.feed(message.payload)
+                        if str(message.topic).startswith(f"{INSTITUTE}/"):
+                            self.institute.append((str(message.topic), bytes(message.payload)))
+                        else:
+                            self.counter.feed(message.payload)
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.5)  # the broker restarts or is slow: subscribe again
 
@@ -216,10 +241,16 @@ class Demo:
         self.keys = {name: add_key(str(keys_file), name) for name in self.names}  # created 0600
         self.udp_port = _free_port(socket.SOCK_DGRAM)
         self.metrics_port = _free_port()
-        route = {"name": "demo", "broker": f"mqtt://{host}:{port}", "topic_prefix": PREFIX, "include": ["*"],
-                 "format": "json", "mqtt_version": "auto" if self.external else "3.1.1"}
+        version = "auto" if self.external else "3.1.1"
+        broker = f"mqtt://{host}:{port}"
+        routes = [
+            {"name": "demo", "broker": broker, "topic_prefix": PREFIX, "format": "json", "mqtt_version": version,
+             "agreement": HISTORIAN_AGREEMENT},
+            {"name": INSTITUTE, "broker": broker, "topic_prefix": INSTITUTE, "format": "json",
+             "mqtt_version": version, "agreement": INSTITUTE_AGREEMENT},
+        ]
         self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
-                                                routes=[route], keys_file=str(keys_file), gateway_id="demo-gw")
+                                                routes=routes, keys_file=str(keys_file), gateway_id="demo-gw")
         try:
             config = load_config(str(self.config_path))
             self.gateway = Gateway(config)
@@ -240,10 +271,18 @@ class Demo:
 
     def _instructions(self, host: str, port: int, started: float) -> None:
         smemet = _command_name()
+        fingerprint = self.gateway.sinks[0].ledger.key.fingerprint
         print(f"demo: up in {time.monotonic() - started:.1f} s. Watch the measurements:\n"
               f"  mosquitto_sub -h {host} -p {port} -t '{PREFIX}/#' -v\n"
               f"  {smemet} monitor --broker mqtt://{host}:{port}\n"
               f"  {smemet} nodes --gateway-config {self.config_path}\n"
+              f"Two routes under two agreements ({smemet} agreements list --config {self.config_path}):\n"
+              f"  demo       {HISTORIAN_AGREEMENT['id']} v1: every channel, raw, on {PREFIX}/#\n"
+              f"  institute  {INSTITUTE_AGREEMENT['id']} v1: furnace temperatures as 10 s means and maxima, "
+              f"the furnace as site-A, on {INSTITUTE}/#\n"
+              f"Verify what the institute receives (the gateway key's fingerprint, as its operator would give it):\n"
+              f"  {smemet} verify --broker mqtt://{host}:{port} --topic '{INSTITUTE}/#' --duration 20 "
+              f"--fingerprint '{fingerprint}'\n"
               f"Ctrl-C stops the demo" + (f" (or it stops after {self.args.duration:g} s)" if self.args.duration else ""),
               flush=True)
 
@@ -290,9 +329,23 @@ class Demo:
         buffered = sum(pending.values())
         print(f"demo: {len(self.names)} nodes, {self.counter.delivered} measurements delivered, {lost} lost"
               + (f" ({buffered} frames were still buffered in the nodes' flash)" if buffered else ""), flush=True)
+        self._verify_institute()
         if self.fleet and self.fleet.memory_errors():
             _say(f"demo: nodes ran out of heap: {self.fleet.memory_errors()} (try --heap 256K)")
         return 0 if lost == 0 else 1
+
+    def _verify_institute(self) -> None:
+        """What ``smemet verify`` says of the institute's messages the demo received."""
+        from smemet.gateway.ledger.verify import Captured, verify_capture
+
+        if self.gateway is None or not self.gateway.sinks:
+            return
+        key = self.gateway.sinks[0].ledger.key
+        report = verify_capture([Captured(t, p) for t, p in self.institute], public=key.public)
+        for route in report.routes:
+            verdict = "complete and authentic" if route.complete else "NOT complete: run smemet verify for details"
+            print(f"demo: route {INSTITUTE}: {route.messages} messages under {INSTITUTE_AGREEMENT['id']} v1, "
+                  f"signed up to seq {route.covered_upto}: {verdict}", flush=True)
 
     async def _drain(self, timeout: float = 8.0) -> dict[tuple[str, int], int]:
         """Wait until every measurement the gateway accepted reached the

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
                      help="the gateway key's fingerprint, as the operator gave it (smemet gateway signing-key show)")
     key.add_argument("--key", metavar="FILE", help="the gateway's public key: PEM, or a COSE_Key file")
     parser.add_argument("--from-seq", type=int, metavar="N", help="check completeness from message N on "
-                        "(default: from the first message or checkpoint in the capture)")
+                        "(default: from the first message in the capture)")
     parser.add_argument("--json", action="store_true", help="the report as JSON")
     parser.set_defaults(func=run)
 
@@ -218,6 +218,10 @@ def report_lines(report, received: int) -> list[str]:
         if r.out_of_order:
             lines.append("  out of order: " + ", ".join(f"seq {n} after {after}" for n, after in r.out_of_order[:10])
                          + (", ..." if len(r.out_of_order) > 10 else ""))
+        if r.before_capture:
+            first, last = r.before_capture
+            lines.append(f"  not in this capture: seq {first}-{last}, sent before it began (--from-seq {first} "
+                         "requires them)")
         if r.pending:
             lines.append(f"  pending: seq {ranges(r.pending)} after the newest checkpoint (the next one covers them)")
         if r.complete:
@@ -238,6 +242,7 @@ def _as_json(report) -> dict:
             "covered_upto": r.covered_upto, "complete": r.complete, "missing": r.missing, "altered": r.altered,
             "unverifiable": r.unverifiable, "pending": r.pending, "repeated": r.repeated,
             "out_of_order": r.out_of_order, "invalid_checkpoints": r.invalid_checkpoints, "unlinked": r.unlinked,
+            "before_capture": r.before_capture,
             "agreements": r.agreements,
         } for r in report.routes],
     }

@@ -9,7 +9,8 @@ For each route in the capture (a ``<prefix>/checkpoint`` topic names one):
   **authentic** when its link (``chain.link_hash`` of its payload, its
   ``link_seq`` and ``link_prev``) is the one the signed chain expects; its
   ``link_prev`` is then the link expected of message ``n - 1``;
-* a number the capture lacks is **missing**; a message whose link is not
+* a number the capture lacks (from its first message on, or from
+  ``from_seq``) is **missing**; a message whose link is not
   the expected one is **altered** (or, only after a gateway crash, a copy
   the gateway sent but never got acknowledged and later replaced); messages
   below a missing or altered one, down to the previous checkpoint, cannot
@@ -74,6 +75,7 @@ class RouteReport:
     unlinked: int = 0  # data messages without link fields
     agreements: dict[str, int] = field(default_factory=dict)  # "id v2" -> messages
     topics: dict[int, str] = field(default_factory=dict)  # seq -> topic, to name a message
+    before_capture: tuple[int, int] | None = None  # signed before the first message received (not checked)
 
     @property
     def complete(self) -> bool:
@@ -213,9 +215,11 @@ def _follow_chain(report: RouteReport, versions: dict[int, list[_Message]], sign
     report.covered_upto = top
     if from_seq is not None:
         start = from_seq
-    else:
+    else:  # a capture may begin mid-stream: what came before its first message is not in it
+        start = min(versions) if versions else top + 1
         lowest_checkpoint = min((seq for seq, _ in heads), default=top)
-        start = min([lowest_checkpoint + 1] + ([min(versions)] if versions else []))
+        if lowest_checkpoint + 1 < start:
+            report.before_capture = (lowest_checkpoint + 1, start - 1)
     authentic: dict[int, bytes] = {}
     broken: set[int] = set()  # numbers the walk could not vouch for
     for seq, head in heads:

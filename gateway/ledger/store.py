@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     agreement TEXT,
     version INTEGER,
     acked REAL NOT NULL,               -- Unix s: the broker had acknowledged every message of the delivery
-    upto INTEGER NOT NULL,             -- last measurement id the delivery covered
+    upto INTEGER NOT NULL,             -- last measurement id the delivery covered (raw routes; 0: aggregates)
     PRIMARY KEY (route, first_seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger (route, acked);

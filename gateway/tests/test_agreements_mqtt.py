@@ -62,6 +62,10 @@ def agreed(broker: MosquittoBroker, name: str, agreement: dict = AGREEMENT, **ov
     return table
 
 
+def is_online(m: Received) -> bool:
+    return m.topic.endswith("/status") and m.json()["state"] == "online"
+
+
 def is_data(m: Received) -> bool:
     return not m.topic.endswith(("/status", "/checkpoint", "/gateway-key"))
 
@@ -283,11 +287,14 @@ async def test_gateway_crash_and_restart_keep_the_chain_continuous(mosquitto_bro
             await sub.wait_for(800, is_data, timeout=30)
             child.send_signal(signal.SIGKILL)  # crash mid-stream
             child.wait()
+            online = sub.count(is_online)
             child = start_child(db, mosquitto_broker)
-            await sub.wait_for(2500, is_data, timeout=60)
+            await sub.wait_for(online + 1, is_online, timeout=60)  # the new process is connected (and stoppable)
             child.send_signal(signal.SIGTERM)  # and a clean restart
             assert child.wait(20) == 0, db.with_suffix(".log").read_text()
+            online = sub.count(is_online)
             child = start_child(db, mosquitto_broker)
+            await sub.wait_for(online + 1, is_online, timeout=60)
             got = await sub.wait_until(lambda msgs: signed_upto(msgs, "test/child") >= 4000
                                        and len({link_fields(m.payload)["link_seq"] for m in msgs if is_data(m)})
                                        >= 4000, timeout=90)

@@ -84,6 +84,7 @@ class MqttSink(Sink):
         self._stamp = (agreement.id, agreement.version) if agreement is not None else None
         self._chain = RouteChain(Head())
         self._links: RouteLinks | None = None
+        self._raw = agreement is None or agreement.resolution.raw
         self._skip_upto = 0  # measurements up to this id were delivered before a restart (raw routes)
         self._due_checkpoint: bytes | None = None  # signed, recorded, waiting for room in the window
         self._recorded = Head()  # the newest head recorded in the ledger's checkpoints
@@ -122,7 +123,7 @@ class MqttSink(Sink):
         head, upto = store.head(cfg.name)
         self._chain = RouteChain(head)
         self._recorded = head
-        if agreement is None or agreement.resolution.raw:
+        if self._raw:
             self._skip_upto = upto
 
     async def stop(self) -> None:
@@ -177,7 +178,8 @@ class MqttSink(Sink):
         if not messages:
             confirm()
             return
-        batch = self._chain.begin(frames[-1].last_id, confirm)
+        # the ledger's "covered up to": measurement ids of raw frames (an aggregate's ids are its own)
+        batch = self._chain.begin(frames[-1].last_id if self._raw else 0, confirm)
         countdown = _Countdown(len(messages), lambda: self._acknowledged(batch))
         publish, link = connection.publish, links.link
         for message in messages:

@@ -21,9 +21,10 @@ from .chain import GENESIS, Batch, Head, RouteChain, link_hash
 from .checkpoint import Checkpoint, sign
 from .config import LedgerConfig, parse_ledger
 from .signing import SigningKey, SigningKeyError, load_or_create
-from .store import AgreementConflict, LedgerStore, LedgerView
+from .store import AgreementConflict, Delivered, LedgerStore, LedgerView
 
-__all__ = ["GENESIS", "AgreementConflict", "Batch", "Checkpoint", "Head", "Ledger", "LedgerConfig", "LedgerStore",
+__all__ = ["GENESIS", "AgreementConflict", "Batch", "Checkpoint", "Delivered", "Head", "Ledger", "LedgerConfig",
+           "LedgerStore",
            "LedgerView", "RouteChain", "SigningKey", "SigningKeyError", "link_hash", "parse_ledger"]
 
 log = logging.getLogger("smemet.gateway.ledger")

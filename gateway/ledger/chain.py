@@ -8,13 +8,15 @@ message body as published, which carries ``n`` and ``link n-1`` itself
 check the chain.  The gateway signs the chain's head in checkpoints
 (checkpoint.py): a signed head vouches for every link before it.
 
-Only links the broker acknowledged count: ``RouteChain`` hands out links as
-messages are published, confirms deliveries in the order they were made
-once every PUBACK of each is in, and keeps the *confirmed* head, which is
-what checkpoints sign and the ledger stores.  When a session breaks, the
+Only links the broker acknowledged and the ledger recorded count:
+``RouteChain`` hands out links as messages are published, hands back
+deliveries in the order they were made once every PUBACK of each is in, and
+keeps the *confirmed* head -- the newest one recorded in the ledger
+(``recorded``), which is what checkpoints sign.  When a session breaks, the
 chain rewinds to the confirmed head; the delivery loop sends again from its
-cursor, so the same messages come out with the same numbers and the same
-links (a partner sees an identical duplicate, never a fork or a gap).
+cursor (which moves only over recorded deliveries), so the same messages
+come out with the same numbers and the same links (a partner sees an
+identical duplicate, never a fork or a gap).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Batch:
 
 class RouteChain:
     def __init__(self, confirmed: Head) -> None:
-        self.confirmed = confirmed  # what the broker acknowledged: checkpoints sign it
+        self.confirmed = confirmed  # acknowledged and recorded: checkpoints sign it
         self.seq = confirmed.seq  # the newest link handed out...
         self.prev = confirmed.hash  # ...and its hash: the next message's ``link_prev``
         self._pending: deque[Batch] = deque()
@@ -93,14 +95,17 @@ class RouteChain:
         batch.hashes.append(link)
 
     def acked(self, batch: Batch, now: float) -> list[Batch]:
-        """``batch`` is acknowledged: the batches now confirmed, in order
-        (none while an earlier one still waits)."""
+        """``batch`` is acknowledged: the batches now acknowledged in order
+        (none while an earlier one still waits), to record."""
         batch.acked = True
         batch.acked_at = now
         done = []
         pending = self._pending
         while pending and pending[0].acked:
-            first = pending.popleft()
-            self.confirmed = first.head
-            done.append(first)
+            done.append(pending.popleft())
         return done
+
+    def recorded(self, batch: Batch) -> None:
+        """``batch`` (handed back by ``acked``) is in the ledger."""
+        if batch.head.seq > self.confirmed.seq:
+            self.confirmed = batch.head

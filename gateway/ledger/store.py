@@ -15,8 +15,9 @@
   nor splits a period).
 
 Durability: deliveries are recorded with ``synchronous=NORMAL`` (no fsync of
-their own); a checkpoint is recorded with ``synchronous=FULL`` *before* it
-is published, which makes every earlier row durable too.  So after a power
+their own; the route's cursor moves only over recorded deliveries); a
+checkpoint is recorded with ``synchronous=FULL`` *before* it is published,
+which makes every earlier row durable too.  So after a power
 cut the ledger's head is never behind a head the gateway signed.
 """
 
@@ -89,6 +90,19 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """One acknowledged delivery, to record: its links ``first_seq ..``."""
+
+    route: str
+    first_seq: int
+    hashes: bytes  # 32 bytes per link, concatenated
+    agreement: str | None
+    version: int | None
+    acked: float
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoredCheckpoint:
     route: str
     seq: int
@@ -115,13 +129,15 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA busy_timeout=30000")
+    db.execute("PRAGMA cache_size=-512")  # KiB: these connections append and read little (default: 2 MiB each)
     return db
 
 
 class LedgerStore:
-    """Read and write the ledger tables.  ``record`` and the agreement/window
-    methods run on the event loop; ``record_checkpoint`` and ``prune`` (they
-    fsync) in a worker thread, on their own connection."""
+    """Read and write the ledger tables.  The agreement and window methods
+    run on the event loop (rarely: at start, once per aggregation period);
+    ``record``, ``record_checkpoint`` and ``prune`` in a worker thread, on
+    their own connection."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -129,7 +145,7 @@ class LedgerStore:
             self._db = _connect(path, "NORMAL")
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('ledger_schema', ?)", (LEDGER_SCHEMA,))
-            self._durable = _connect(path, "FULL")
+            self._durable = _connect(path, "NORMAL")  # worker threads: deliveries, checkpoints (FULL), pruning
         except sqlite3.Error as exc:
             raise OutboxError(f"{path}: cannot open the ledger tables ({exc})") from None
         self._durable_lock = threading.Lock()
@@ -154,18 +170,34 @@ class LedgerStore:
         first, count, last_hash, upto = row
         return Head(first + count - 1, bytes(last_hash)), upto
 
-    def record(self, route: str, first_seq: int, hashes: bytes, agreement: str | None, version: int | None,
-               acked: float, upto: int) -> None:
-        """One acknowledged delivery (``hashes``: its links, concatenated)."""
-        self._db.execute("INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (route, first_seq, len(hashes) // HASH_BYTES, hashes, agreement, version, acked, upto))
+    def record(self, deliveries: Iterable[Delivered]) -> None:
+        """Acknowledged deliveries, in one transaction (no fsync of its own:
+        the next checkpoint's makes them durable).  Worker thread: a write on
+        the event loop would wait there for the writer thread's commits."""
+        rows = [(d.route, d.first_seq, len(d.hashes) // HASH_BYTES, d.hashes, d.agreement, d.version, d.acked, d.upto)
+                for d in deliveries]
+        with self._durable_lock:
+            db = self._durable
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def record_checkpoint(self, route: str, seq: int, head: bytes, at: float, message: bytes) -> None:
         """A signed checkpoint, durably (fsync'd, with every earlier row), before
         it is published.  Worker thread."""
         with self._durable_lock:
-            self._durable.execute("INSERT OR REPLACE INTO ledger_checkpoints VALUES (?, ?, ?, ?, ?)",
-                                  (route, seq, head, at, message))
+            db = self._durable
+            db.execute("PRAGMA synchronous=FULL")
+            try:
+                db.execute("INSERT OR REPLACE INTO ledger_checkpoints VALUES (?, ?, ?, ?, ?)",
+                           (route, seq, head, at, message))
+            finally:
+                db.execute("PRAGMA synchronous=NORMAL")
 
     def prune(self, before: float) -> int:
         """Delete deliveries acknowledged and checkpoints signed before

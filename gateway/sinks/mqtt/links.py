@@ -15,6 +15,7 @@ their bytes here.
 
 from __future__ import annotations
 
+from binascii import hexlify as _hex
 from json.encoder import encode_basestring_ascii as _json_str
 
 from ...ledger import Batch, RouteChain
@@ -56,7 +57,7 @@ class RouteLinks:
         hot path: two bytes formats, two SHA-256, no objects."""
         chain = self.chain
         number = b"%d" % (chain.seq + 1)
-        prev = chain.prev.hex().encode()
+        prev = _hex(chain.prev)
         stamped = b"%b%b%b%b%b%b" % (payload[:-self._cut], self._stamp, number, _PREV, prev, self._tail)
         chain.add(batch, stamped)
         if self._properties is None:

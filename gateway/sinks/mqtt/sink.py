@@ -32,7 +32,7 @@ from contextlib import suppress
 
 from ...agreements import Terms
 from ...delivery import Selection, Sink, SinkError
-from ...ledger import Checkpoint, Head, Ledger, RouteChain
+from ...ledger import Checkpoint, Delivered, Head, Ledger, RouteChain
 from ...ledger.checkpoint import CONTENT_TYPE as CHECKPOINT_CONTENT_TYPE
 from ...ledger.signing import cose_key
 from ...spine import ProcessedFrame
@@ -46,6 +46,7 @@ log = logging.getLogger("smemet.gateway.sinks.mqtt")
 
 CONNECT_TIMEOUT = 10.0  # seconds to wait for CONNACK (a 3.1.1-only broker may never answer a v5 CONNECT)
 STATUS_TIMEOUT = 5.0
+RECORD_INTERVAL = 0.05  # seconds between ledger writes at most (a delivery's confirmation waits for its write)
 _TOPICS_CACHED = 100_000  # encoded topics kept (names come from nodes: bounded)
 
 
@@ -87,8 +88,12 @@ class MqttSink(Sink):
         self._raw = agreement is None or agreement.resolution.raw
         self._skip_upto = 0  # measurements up to this id were delivered before a restart (raw routes)
         self._due_checkpoint: bytes | None = None  # signed, recorded, waiting for room in the window
-        self._recorded = Head()  # the newest head recorded in the ledger's checkpoints
+        self._checkpointed = Head()  # the newest head stored with a checkpoint
         self._checkpoints: asyncio.Task | None = None
+        self._to_record: list = []  # acknowledged batches, in order, not yet in the ledger
+        self._recording: asyncio.Future | None = None  # a ledger write in a worker thread
+        self._record_timer: asyncio.TimerHandle | None = None
+        self._last_record = 0.0  # monotonic s of the last ledger write
         self._last_checkpoint = 0.0
         self._agreement_state: tuple[bool, str] | None = None
         self.protocol: int | None = None  # learnt in "auto" mode: wire.V5 or wire.V311
@@ -122,18 +127,24 @@ class MqttSink(Sink):
             log.info("route %s has no agreement: it delivers its include/exclude selection, unversioned", cfg.name)
         head, upto = store.head(cfg.name)
         self._chain = RouteChain(head)
-        self._recorded = head
+        self._checkpointed = head
         if self._raw:
             self._skip_upto = upto
 
     async def stop(self) -> None:
+        await self._settle_recording()  # a write in a worker thread finishes before the tables close
         await self.ledger.stop()
 
     # -- the session ------------------------------------------------------
 
     async def open(self) -> None:
         connection = self._connection = await self._connect()
-        self._chain.rewind()  # what was not acknowledged goes again, with the same links
+        await self._settle_recording()
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_timer = None
+        self._to_record.clear()  # acknowledged but never recorded: sent again, with the same links
+        self._chain.rewind()
         self._properties = self._publish_properties()
         body = None
         if self.version == wire.V5:
@@ -219,29 +230,91 @@ class MqttSink(Sink):
             token.set_result(None)
 
     def _acknowledged(self, batch) -> None:
-        """Every message of ``batch`` has its PUBACK: record the deliveries
-        now confirmed in order, then let the loop move its cursor."""
-        now = time.time()
+        """Every message of ``batch`` has its PUBACK: the deliveries now
+        acknowledged in order are recorded in the ledger, and only then does
+        the loop hear of them (its cursor never passes what the ledger lacks)."""
+        self._to_record += self._chain.acked(batch, time.time())
+        self._record_soon()
+
+    def _record_soon(self) -> None:
+        """A ledger write now, or once RECORD_INTERVAL has passed since the last:
+        one transaction per many deliveries (a write per delivery cost more
+        than the links themselves), what is acknowledged meanwhile goes along."""
+        if self._recording is not None or self._record_timer is not None or not self._to_record:
+            return
+        wait = self._last_record + RECORD_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._record_timer = asyncio.get_running_loop().call_later(wait, self._record_timed)
+        else:
+            self._start_recording()
+
+    def _record_timed(self) -> None:
+        self._record_timer = None
+        if self._recording is None and self._to_record:
+            self._start_recording()
+
+    def _start_recording(self) -> None:
+        """Write what waits to the ledger in a worker thread (SQLite waits
+        there for the writer thread's commits, not on the event loop)."""
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_timer = None
+        self._last_record = time.monotonic()
+        batches, self._to_record = self._to_record, []
         agreement, version = self._stamp if self._stamp is not None else (None, None)
-        for done in self._chain.acked(batch, now):
-            self.ledger.store.record(self.name, done.first_seq, b"".join(done.hashes), agreement, version,
-                                     done.acked_at, done.upto)
-            done.confirm()
+        rows = [Delivered(self.name, b.first_seq, b"".join(b.hashes), agreement, version, b.acked_at, b.upto)
+                for b in batches]
+        recording = self._recording = asyncio.ensure_future(asyncio.to_thread(self.ledger.store.record, rows))
+        # a callback, not code after an await: it runs even when a waiting task is cancelled
+        recording.add_done_callback(lambda done: self._after_recording(batches, done))
+
+    def _after_recording(self, batches: list, done: asyncio.Future) -> None:
+        if self._recording is done:
+            self._recording = None
+        if done.cancelled() or done.exception() is not None:
+            self._to_record[:0] = batches  # tried again with the next acknowledgement or checkpoint, in order
+            if not done.cancelled():
+                log.error("route %s: deliveries not recorded in the ledger (%s); retrying", self.name,
+                          done.exception())
+            return
+        for batch in batches:
+            self._chain.recorded(batch)
+            if batch.upto > self._skip_upto:
+                self._skip_upto = batch.upto  # after a reconnect, what the ledger has is not sent again
+            batch.confirm()
+        self._record_soon()
+
+    async def _record(self) -> None:
+        """Until everything acknowledged so far is in the ledger (or a write failed)."""
+        await self._settle_recording()
+        if self._to_record:
+            self._start_recording()
+            await self._settle_recording()
+
+    async def _settle_recording(self) -> None:
+        """Let the ledger writes in progress finish (their deliveries count)."""
+        while self._recording is not None:
+            recording = self._recording
+            with suppress(Exception):
+                await asyncio.shield(recording)
+            await asyncio.sleep(0)  # its done callback runs first
+            if self._recording is recording:
+                self._recording = None
 
     # -- checkpoints --------------------------------------------------------
 
     async def _signed_checkpoint(self) -> bytes:
-        """A checkpoint of the acknowledged head, signed, and recorded durably
-        (with every delivery before it) before anyone can see it."""
+        """A checkpoint of the acknowledged and recorded head, signed, and
+        stored durably (with every delivery before it) before anyone can see it."""
         head = self._chain.confirmed
         agreement, version = self._stamp if self._stamp is not None else (None, None)
         statement = Checkpoint(self.name, self.config.gateway_id, head.seq, head.hash, round(time.time(), 3),
                                agreement, version)
         message = self.ledger.sign(statement)
-        if head != self._recorded:
+        if head != self._checkpointed:
             await asyncio.to_thread(self.ledger.store.record_checkpoint, self.name, head.seq, head.hash,
                                     statement.time, message)
-            self._recorded = head
+            self._checkpointed = head
         self.stats.extra.update(chain_seq=head.seq, checkpoint_time=statement.time)
         if self.terms is not None:
             self.stats.extra.update(self.terms.stats.as_dict())
@@ -264,6 +337,7 @@ class MqttSink(Sink):
                 return
             self._last_checkpoint = time.monotonic()
             try:
+                await self._record()
                 message = await self._signed_checkpoint()
             except Exception:  # noqa: BLE001 - the next tick tries again; deliveries go on
                 log.exception("route %s: checkpoint not signed or recorded", self.name)
@@ -321,6 +395,8 @@ class MqttSink(Sink):
         if connection is not None and connection.in_flight:
             with suppress(TimeoutError):
                 await asyncio.wait_for(connection.drained(), timeout)
+        with suppress(Exception):  # what was acknowledged: recorded and confirmed before the session ends
+            await asyncio.wait_for(self._record(), timeout)
 
     async def close(self, clean: bool) -> None:
         connection = self._connection

@@ -28,7 +28,7 @@ __all__ = ["GENESIS", "AgreementConflict", "Batch", "Checkpoint", "Delivered", "
            "LedgerView", "RouteChain", "SigningKey", "SigningKeyError", "link_hash", "parse_ledger"]
 
 log = logging.getLogger("smemet.gateway.ledger")
-PRUNE_INTERVAL = 3600.0  # seconds between retention passes
+PRUNE_INTERVAL = 600.0  # seconds between retention passes
 
 
 class Ledger:
@@ -37,16 +37,20 @@ class Ledger:
     begins the retention pruning, the last stop ends it and closes the
     tables."""
 
-    def __init__(self, store: LedgerStore, key: SigningKey, config: LedgerConfig, gateway_id: str) -> None:
+    def __init__(self, store: LedgerStore, key: SigningKey, config: LedgerConfig, gateway_id: str,
+                 max_bytes: int) -> None:
         self.store = store
         self.key = key
         self.config = config
         self.gateway_id = gateway_id
+        self.max_bytes = max_bytes
+        self._shortened = False  # logged once that the size cap, not the retention, prunes
         self._users = 0
         self._pruning: asyncio.Task | None = None
 
     @classmethod
-    def open(cls, outbox_path: str, config: LedgerConfig | None, gateway_id: str) -> Ledger:
+    def open(cls, outbox_path: str, config: LedgerConfig | None, gateway_id: str,
+             outbox_max_bytes: int = 2 * 2**30) -> Ledger:
         """The key (made at the first start) and the tables beside ``outbox_path``;
         raises GatewayError with what to do."""
         config = config if config is not None else LedgerConfig()
@@ -56,7 +60,8 @@ class Ledger:
         if not existed:
             log.warning("made the gateway's signing key %s (fingerprint %s): give partners this fingerprint to pin "
                         "(smemet gateway signing-key show)", key_path, key.fingerprint)
-        return cls(LedgerStore(outbox_path), key, config, gateway_id)
+        max_bytes = config.max_bytes if config.max_bytes is not None else outbox_max_bytes // 4
+        return cls(LedgerStore(outbox_path), key, config, gateway_id, max_bytes)
 
     def sign(self, checkpoint: Checkpoint) -> bytes:
         return sign(self.key, checkpoint)
@@ -80,9 +85,22 @@ class Ledger:
     async def _prune_now_and_then(self) -> None:
         while True:
             try:
-                deleted = await asyncio.to_thread(self.store.prune, time.time() - self.config.retention)
-                if deleted:
-                    log.info("ledger: pruned %d records older than the retention", deleted)
+                await self.prune()
             except Exception:  # noqa: BLE001 - retried at the next pass; pruning must not stop deliveries
                 log.exception("ledger: pruning failed")
             await asyncio.sleep(PRUNE_INTERVAL)
+
+    async def prune(self) -> None:
+        """Records past the retention go; so do the oldest when the ledger
+        outgrows its share of the outbox (it must never fill the outbox: the
+        gateway would stop ACKing nodes)."""
+        deleted = await asyncio.to_thread(self.store.prune, time.time() - self.config.retention)
+        if deleted:
+            log.info("ledger: pruned %d records older than the retention", deleted)
+        oldest = await asyncio.to_thread(self.store.shrink, self.max_bytes)
+        if oldest is not None and not self._shortened:
+            self._shortened = True
+            log.warning("ledger: reached its max_bytes (%d bytes): records acknowledged before %s were pruned "
+                        "before their retention; raise [ledger] max_bytes (and [outbox] max_bytes) to keep %.0f days",
+                        self.max_bytes, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest)),
+                        self.config.retention / 86400)

@@ -4,6 +4,7 @@ how long the ledger keeps what routes delivered, how often routes sign.
     [ledger]
     signing_key = "signing.key"      # default: beside the outbox database
     retention = "30d"                # delivery records older than this are pruned
+    max_bytes = "512MB"              # and the oldest beyond this (default: a quarter of [outbox] max_bytes)
     checkpoint_interval = "5s"       # a signed checkpoint at least this often per route
 """
 
@@ -16,13 +17,14 @@ from ..settings import Table
 
 SECTION = "ledger"
 DEFAULT_KEY_NAME = "signing.key"
-_KEYS = ("signing_key", "retention", "checkpoint_interval")
+_KEYS = ("signing_key", "retention", "max_bytes", "checkpoint_interval")
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerConfig:
     signing_key: str | None = None  # None: DEFAULT_KEY_NAME beside the outbox database
     retention: float = 30 * 86400.0
+    max_bytes: int | None = None  # None: a quarter of the outbox's max_bytes (the ledger lives in the outbox)
     checkpoint_interval: float = 5.0
 
     def key_path(self, outbox_path: str) -> str:
@@ -37,5 +39,6 @@ def parse_ledger(raw: object, source: str, base: str) -> LedgerConfig:
     return LedgerConfig(
         signing_key=table.path("signing_key", base, None),
         retention=table.duration("retention", 30 * 86400.0, 3600.0),
+        max_bytes=table.size("max_bytes", None),
         checkpoint_interval=table.duration("checkpoint_interval", 5.0, 0.5, 300.0),
     )

@@ -35,6 +35,8 @@ from .chain import GENESIS, Head
 
 LEDGER_SCHEMA = 1
 HASH_BYTES = 32
+ROW_BYTES = 85  # a delivery's row and index entries besides its links (measured: 117 bytes for a 1-link row)
+CHECKPOINT_BYTES = 250
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;  -- as outbox.py makes it
@@ -204,22 +206,56 @@ class LedgerStore:
         ``before`` (Unix s), keeping each route's newest delivery and
         checkpoint (the chain head).  Worker thread; returns rows deleted."""
         with self._durable_lock:
+            return self._delete_before(before)
+
+    def size(self) -> int:
+        """About how many bytes the ledger takes (32 per link, ROW_BYTES per
+        delivery, CHECKPOINT_BYTES per checkpoint).  Worker thread."""
+        with self._durable_lock:
+            links, rows = self._durable.execute("SELECT coalesce(sum(count), 0), count(*) FROM ledger").fetchone()
+            checkpoints = self._durable.execute("SELECT count(*) FROM ledger_checkpoints").fetchone()[0]
+        return links * HASH_BYTES + rows * ROW_BYTES + checkpoints * CHECKPOINT_BYTES
+
+    def shrink(self, max_bytes: int) -> float | None:
+        """When the ledger is over ``max_bytes``, delete its oldest records
+        down to nine tenths of it (each route's head stays); returns the
+        acknowledgement time now the oldest kept, or None when nothing was
+        deleted.  Worker thread."""
+        excess = self.size() - max_bytes * 9 // 10
+        if excess <= max_bytes // 10:
+            return None
+        with self._durable_lock:
             db = self._durable
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = db.execute(
-                    "DELETE FROM ledger WHERE acked < ? AND first_seq <"
-                    " (SELECT max(first_seq) FROM ledger AS newest WHERE newest.route = ledger.route)",
-                    (before,)).rowcount
-                deleted += db.execute(
-                    "DELETE FROM ledger_checkpoints WHERE time < ? AND seq <"
-                    " (SELECT max(seq) FROM ledger_checkpoints AS newest WHERE newest.route = ledger_checkpoints.route)",
-                    (before,)).rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            cutoff = None
+            freed = 0
+            for count, acked in db.execute("SELECT count, acked FROM ledger ORDER BY acked"):
+                freed += count * HASH_BYTES + ROW_BYTES
+                cutoff = acked
+                if freed >= excess:
+                    break
+            if cutoff is None:
+                return None
+            self._delete_before(cutoff + 1e-6)
+            oldest = db.execute("SELECT min(acked) FROM ledger").fetchone()[0]
+        return oldest
+
+    def _delete_before(self, before: float) -> int:
+        db = self._durable
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = db.execute(
+                "DELETE FROM ledger WHERE acked < ? AND first_seq <"
+                " (SELECT max(first_seq) FROM ledger AS newest WHERE newest.route = ledger.route)",
+                (before,)).rowcount
+            deleted += db.execute(
+                "DELETE FROM ledger_checkpoints WHERE time < ? AND seq <"
+                " (SELECT max(seq) FROM ledger_checkpoints AS newest WHERE newest.route = ledger_checkpoints.route)",
+                (before,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         return deleted
 
     # ------------------------------------------------------------ agreements

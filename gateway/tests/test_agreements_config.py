@@ -92,9 +92,10 @@ def test_every_term_is_part_of_the_version():
 
 def test_ledger_section(tmp_path):
     doc = {"keys": {"file": "keys.toml"}, "outbox": {"path": "state/outbox.sqlite"},
-           "ledger": {"retention": "90d", "checkpoint_interval": "2s"}}
+           "ledger": {"retention": "90d", "checkpoint_interval": "2s", "max_bytes": "1GiB"}}
     config = parse_config(doc, str(tmp_path / "gateway.toml"))
     assert (config.ledger.retention, config.ledger.checkpoint_interval) == (90 * 86400.0, 2.0)
+    assert config.ledger.max_bytes == 2**30
     assert config.ledger.key_path(config.outbox.path) == str(tmp_path / "state" / "signing.key")
     doc["ledger"] = {"signing_key": "keys/gw.key"}
     assert parse_config(doc, str(tmp_path / "gateway.toml")).ledger.signing_key == str(tmp_path / "keys" / "gw.key")

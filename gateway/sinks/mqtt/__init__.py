@@ -23,7 +23,9 @@ def sinks(config: list[RouteConfig], context) -> list[MqttSink]:
     (made beside the outbox at the first start; GatewayError when it cannot be)."""
     from ...ledger import Ledger
 
-    ledger = Ledger.open(context.outbox.path, getattr(context, "ledger", None), context.gateway_id)
+    outbox = context.outbox
+    ledger = Ledger.open(outbox.path, getattr(context, "ledger", None), context.gateway_id,
+                         getattr(outbox, "max_bytes", 2 * 2**30))
     return [MqttSink(route, ledger) for route in config]
 
 

@@ -40,7 +40,6 @@ from smemet.gateway.agreements import Terms, parse_agreement  # noqa: E402
 from smemet.gateway.ledger import Checkpoint, Delivered, Head, LedgerStore, RouteChain  # noqa: E402
 from smemet.gateway.ledger.checkpoint import sign  # noqa: E402
 from smemet.gateway.ledger.signing import load_or_create  # noqa: E402
-from smemet.gateway.outbox import Outbox  # noqa: E402
 from smemet.gateway.sinks.mqtt import wire  # noqa: E402
 from smemet.gateway.sinks.mqtt.links import RouteLinks  # noqa: E402
 from smemet.gateway.sinks.mqtt.payload import PayloadWriter, messages_of  # noqa: E402
@@ -105,9 +104,7 @@ def payload_cost(fmt: str, frames: list[ProcessedFrame], repeat: int) -> float:
 
 
 def ledger_cost(directory: str, frames: list[ProcessedFrame], repeat: int, messages_per_frame: int) -> float:
-    path = os.path.join(directory, "outbox.sqlite")
-    Outbox(path, 1 << 30).close()
-    store = LedgerStore(path)
+    store = LedgerStore(os.path.join(directory, "ledger.sqlite"))
     deliveries = [bytes(32) * (64 * messages_per_frame) for _ in range(len(frames) // 64)]
     seq = [0]
 
@@ -123,8 +120,7 @@ def ledger_cost(directory: str, frames: list[ProcessedFrame], repeat: int, messa
 
 def checkpoint_cost(directory: str, repeat: int) -> dict:
     key = load_or_create(os.path.join(directory, "signing.key"))
-    path = os.path.join(directory, "outbox.sqlite")
-    store = LedgerStore(path)
+    store = LedgerStore(os.path.join(directory, "ledger.sqlite"))
     n = [0]
 
     def run():

@@ -41,7 +41,7 @@ def _load(path: str):
 def _history(config, route: str) -> list:
     from smemet.gateway.ledger import LedgerView
 
-    view = LedgerView.open(config.outbox.path)
+    view = LedgerView.open(config.ledger.db_path(config.outbox.path))
     if view is None:
         return []
     try:

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("ledger", help="export what a route delivered (the gateway's delivery ledger)",
                                    description="Export the delivery ledger of one route: every message the broker "
                                    "acknowledged (number, link hash, agreement version, PUBACK time), or with "
-                                   "--checkpoints the signed checkpoints.  Reads the outbox database read-only.")
+                                   "--checkpoints the signed checkpoints.  Reads the ledger database read-only.")
     parser.add_argument("route", help="the route's name ([[routes]] name)")
     parser.add_argument("--config", required=True, metavar="FILE", help="the gateway's gateway.toml")
     parser.add_argument("--from", dest="since", metavar="TIME",
@@ -64,9 +64,10 @@ def run(args) -> int:
     until = parse_time(args.until, "--until") if args.until else None
     if since is not None and until is not None and not since < until:
         raise UserError("--until must be after --from")
-    view = LedgerView.open(config.outbox.path)
+    path = config.ledger.db_path(config.outbox.path)
+    view = LedgerView.open(path)
     if view is None:
-        raise UserError(f"{config.outbox.path} holds no ledger yet: the gateway records one once a route delivers")
+        raise UserError(f"{path}: no ledger yet; the gateway records one once a route delivers")
     try:
         if args.route not in view.routes():
             known = ", ".join(view.routes()) or "none"

@@ -3,8 +3,8 @@
 Every message a route delivers is a link of the route's hash chain
 (``chain.py``); the gateway signs the chain's head in checkpoints
 (``checkpoint.py``, COSE_Sign1 with its Ed25519 key, ``signing.py``) and
-records what the broker acknowledged in the ledger (``store.py``, tables in
-the outbox database).  ``Ledger`` is what the routes of one gateway share:
+records what the broker acknowledged in the ledger (``store.py``, its own
+SQLite database beside the outbox).  ``Ledger`` is what the routes of one gateway share:
 the key, the tables and the ``[ledger]`` settings (``config.py``).  How a
 partner checks a capture: ``verify.py`` and docs/integrator.md.
 """
@@ -45,14 +45,15 @@ class Ledger:
         self.gateway_id = gateway_id
         self.max_bytes = max_bytes
         self._shortened = False  # logged once that the size cap, not the retention, prunes
+        self._grown = 0  # bytes recorded since the last pruning
+        self._pruning_now: asyncio.Task | None = None
         self._users = 0
         self._pruning: asyncio.Task | None = None
 
     @classmethod
-    def open(cls, outbox_path: str, config: LedgerConfig | None, gateway_id: str,
-             outbox_max_bytes: int = 2 * 2**30) -> Ledger:
-        """The key (made at the first start) and the tables beside ``outbox_path``;
-        raises GatewayError with what to do."""
+    def open(cls, outbox_path: str, config: LedgerConfig | None, gateway_id: str) -> Ledger:
+        """The key (made at the first start) and the ledger database, by default
+        beside ``outbox_path``; raises GatewayError with what to do."""
         config = config if config is not None else LedgerConfig()
         key_path = config.key_path(outbox_path)
         existed = os.path.lexists(key_path)
@@ -60,8 +61,7 @@ class Ledger:
         if not existed:
             log.warning("made the gateway's signing key %s (fingerprint %s): give partners this fingerprint to pin "
                         "(smemet gateway signing-key show)", key_path, key.fingerprint)
-        max_bytes = config.max_bytes if config.max_bytes is not None else outbox_max_bytes // 4
-        return cls(LedgerStore(outbox_path), key, config, gateway_id, max_bytes)
+        return cls(LedgerStore(config.db_path(outbox_path)), key, config, gateway_id, config.max_bytes)
 
     def sign(self, checkpoint: Checkpoint) -> bytes:
         return sign(self.key, checkpoint)
@@ -75,11 +75,12 @@ class Ledger:
         self._users -= 1
         if self._users > 0:
             return
-        if self._pruning is not None:
-            self._pruning.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._pruning
-            self._pruning = None
+        for task in (self._pruning, self._pruning_now):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._pruning = self._pruning_now = None
         self.store.close()
 
     async def _prune_now_and_then(self) -> None:
@@ -90,10 +91,25 @@ class Ledger:
                 log.exception("ledger: pruning failed")
             await asyncio.sleep(PRUNE_INTERVAL)
 
+    def grew(self, nbytes: int) -> None:
+        """A route recorded about ``nbytes``: prune at once, not at the next
+        pass, when the ledger may be near its cap."""
+        self._grown += nbytes
+        if self._grown > self.max_bytes // 10 and self._pruning_now is None and self._users > 0:
+            self._pruning_now = asyncio.get_running_loop().create_task(self._prune_once(), name="ledger pruning")
+
+    async def _prune_once(self) -> None:
+        try:
+            await self.prune()
+        except Exception:  # noqa: BLE001 - the regular pass tries again
+            log.exception("ledger: pruning failed")
+        finally:
+            self._pruning_now = None
+
     async def prune(self) -> None:
         """Records past the retention go; so do the oldest when the ledger
-        outgrows its share of the outbox (it must never fill the outbox: the
-        gateway would stop ACKing nodes)."""
+        outgrows its max_bytes."""
+        self._grown = 0
         deleted = await asyncio.to_thread(self.store.prune, time.time() - self.config.retention)
         if deleted:
             log.info("ledger: pruned %d records older than the retention", deleted)
@@ -101,6 +117,6 @@ class Ledger:
         if oldest is not None and not self._shortened:
             self._shortened = True
             log.warning("ledger: reached its max_bytes (%d bytes): records acknowledged before %s were pruned "
-                        "before their retention; raise [ledger] max_bytes (and [outbox] max_bytes) to keep %.0f days",
+                        "before their retention; raise [ledger] max_bytes to keep %.0f days",
                         self.max_bytes, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(oldest)),
                         self.config.retention / 86400)

@@ -1,8 +1,11 @@
-"""The ledger's tables, in the outbox database (the only code that knows them).
+"""The ledger's tables, in their own SQLite database beside the outbox (the
+only code that knows them): the ledger must never take the room node frames
+need in the outbox (a full outbox stops the ACKs), nor queue its writes
+behind the outbox's fsync'd commits.
 
-- ``ledger``: what each route delivered, one row per delivery the broker
-  acknowledged: its links ``first_seq .. first_seq + count - 1`` (their
-  hashes, 32 bytes each, in ``hashes``), the agreement and version in force,
+- ``ledger``: what each route delivered, a row per delivery the broker
+  acknowledged (or per LINKS_PER_ROW links of it): its links ``first_seq ..
+  first_seq + count - 1`` (their hashes, 32 bytes each, in ``hashes``), the agreement and version in force,
   when the last PUBACK of it arrived (``acked``), and the last measurement id
   it covered (``upto``).  The newest row of a route is its chain head: it is
   never pruned.
@@ -30,28 +33,30 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ..errors import GatewayError, OutboxError
+from ..errors import GatewayError
 from .chain import GENESIS, Head
 
 LEDGER_SCHEMA = 1
 HASH_BYTES = 32
-ROW_BYTES = 85  # a delivery's row and index entries besides its links (measured: 117 bytes for a 1-link row)
+ROW_BYTES = 60  # a row besides its links (measured: 87 bytes for a 1-link row)
+# links per row: a row of a WITHOUT ROWID table longer than ~1,000 bytes spills to overflow pages
+# (half empty), and the newest row of a route is never pruned: a big delivery is several rows
+LINKS_PER_ROW = 24
 CHECKPOINT_BYTES = 250
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;  -- as outbox.py makes it
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger (
     route TEXT NOT NULL,
     first_seq INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    hashes BLOB NOT NULL,              -- 32 bytes per link, in order
+    hashes BLOB NOT NULL,              -- 32 bytes per link, in order (at most LINKS_PER_ROW)
     agreement TEXT,
     version INTEGER,
     acked REAL NOT NULL,               -- Unix s: the broker had acknowledged every message of the delivery
     upto INTEGER NOT NULL,             -- last measurement id the delivery covered (raw routes; 0: aggregates)
     PRIMARY KEY (route, first_seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger (route, acked);
 CREATE TABLE IF NOT EXISTS ledger_checkpoints (
     route TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -60,6 +65,9 @@ CREATE TABLE IF NOT EXISTS ledger_checkpoints (
     message BLOB NOT NULL,             -- the COSE_Sign1 as published
     PRIMARY KEY (route, seq)
 ) WITHOUT ROWID;
+"""
+# made when a route first needs them
+_AGREEMENTS = """
 CREATE TABLE IF NOT EXISTS agreement_versions (
     route TEXT NOT NULL,
     agreement TEXT NOT NULL,
@@ -68,14 +76,16 @@ CREATE TABLE IF NOT EXISTS agreement_versions (
     terms TEXT NOT NULL,               -- the terms as JSON
     since REAL NOT NULL,               -- Unix s: first start under this version
     PRIMARY KEY (route, agreement, version)
-) WITHOUT ROWID;
+) WITHOUT ROWID
+"""
+_WINDOWS = """
 CREATE TABLE IF NOT EXISTS agreement_windows (
     route TEXT NOT NULL,
     node TEXT NOT NULL,
     channel TEXT NOT NULL,
     start REAL NOT NULL,               -- newest acknowledged aggregation period of the channel
     PRIMARY KEY (route, node, channel)
-) WITHOUT ROWID;
+) WITHOUT ROWID
 """
 
 
@@ -149,8 +159,10 @@ class LedgerStore:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('ledger_schema', ?)", (LEDGER_SCHEMA,))
             self._durable = _connect(path, "NORMAL")  # worker threads: deliveries, checkpoints (FULL), pruning
         except sqlite3.Error as exc:
-            raise OutboxError(f"{path}: cannot open the ledger tables ({exc})") from None
+            raise GatewayError(f"{path}: cannot open the ledger database ({exc}); the gateway user must be able to "
+                              "write to it and its directory") from None
         self._durable_lock = threading.Lock()
+        self._made: set[str] = set()
 
     def close(self) -> None:
         for db in (self._db, self._durable):
@@ -176,8 +188,10 @@ class LedgerStore:
         """Acknowledged deliveries, in one transaction (no fsync of its own:
         the next checkpoint's makes them durable).  Worker thread: a write on
         the event loop would wait there for the writer thread's commits."""
-        rows = [(d.route, d.first_seq, len(d.hashes) // HASH_BYTES, d.hashes, d.agreement, d.version, d.acked, d.upto)
-                for d in deliveries]
+        step = LINKS_PER_ROW * HASH_BYTES
+        rows = [(d.route, d.first_seq + at // HASH_BYTES, len(chunk) // HASH_BYTES, chunk, d.agreement, d.version,
+                 d.acked, d.upto)
+                for d in deliveries for at in range(0, len(d.hashes), step) for chunk in [d.hashes[at:at + step]]]
         with self._durable_lock:
             db = self._durable
             db.execute("BEGIN IMMEDIATE")
@@ -204,7 +218,9 @@ class LedgerStore:
     def prune(self, before: float) -> int:
         """Delete deliveries acknowledged and checkpoints signed before
         ``before`` (Unix s), keeping each route's newest delivery and
-        checkpoint (the chain head).  Worker thread; returns rows deleted."""
+        checkpoint (the chain head).  Worker thread; returns rows deleted.
+        (No index on the time: a scan every few minutes in a worker thread
+        costs less than an index entry per delivery.)"""
         with self._durable_lock:
             return self._delete_before(before)
 
@@ -260,7 +276,13 @@ class LedgerStore:
 
     # ------------------------------------------------------------ agreements
 
+    def _ensure(self, schema: str) -> None:
+        if schema not in self._made:
+            self._db.execute(schema)
+            self._made.add(schema)
+
     def history(self, route: str) -> list[AgreementVersion]:
+        self._ensure(_AGREEMENTS)
         return _history(self._db, route)
 
     def record_agreement(self, route: str, agreement: str, version: int, digest: str, terms: dict,
@@ -292,10 +314,12 @@ class LedgerStore:
     # ------------------------------------------------------------ aggregation windows
 
     def windows(self, route: str) -> dict[tuple[str, str], float]:
+        self._ensure(_WINDOWS)
         return {(node, channel): start for node, channel, start in
                 self._db.execute("SELECT node, channel, start FROM agreement_windows WHERE route = ?", (route,))}
 
     def save_windows(self, route: str, windows: Iterable[tuple[str, str, float]]) -> None:
+        self._ensure(_WINDOWS)
         self._db.executemany(
             "INSERT INTO agreement_windows VALUES (?, ?, ?, ?) ON CONFLICT (route, node, channel)"
             " DO UPDATE SET start = max(start, excluded.start)",
@@ -323,8 +347,11 @@ class LedgerView:
         self._db.close()
 
     def routes(self) -> list[str]:
-        return [r for (r,) in self._db.execute(
-            "SELECT route FROM ledger UNION SELECT route FROM agreement_versions ORDER BY 1")]
+        try:
+            rows = self._db.execute("SELECT route FROM ledger UNION SELECT route FROM agreement_versions ORDER BY 1")
+        except sqlite3.Error:  # no route had an agreement yet
+            rows = self._db.execute("SELECT DISTINCT route FROM ledger ORDER BY 1")
+        return [r for (r,) in rows]
 
     def entries(self, route: str, since: float | None = None, until: float | None = None) -> Iterator[LedgerEntry]:
         """Every delivered message of ``route`` acknowledged in [since, until), by number."""

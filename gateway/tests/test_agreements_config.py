@@ -97,6 +97,7 @@ def test_ledger_section(tmp_path):
     assert (config.ledger.retention, config.ledger.checkpoint_interval) == (90 * 86400.0, 2.0)
     assert config.ledger.max_bytes == 2**30
     assert config.ledger.key_path(config.outbox.path) == str(tmp_path / "state" / "signing.key")
+    assert config.ledger.db_path(config.outbox.path) == str(tmp_path / "state" / "ledger.sqlite")
     doc["ledger"] = {"signing_key": "keys/gw.key"}
     assert parse_config(doc, str(tmp_path / "gateway.toml")).ledger.signing_key == str(tmp_path / "keys" / "gw.key")
     doc["ledger"] = {"checkpoint_interval": "10m"}

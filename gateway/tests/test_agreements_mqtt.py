@@ -126,7 +126,7 @@ async def test_every_message_is_a_link_and_checkpoints_sign_the_chain(mosquitto_
         assert (doc["agreement"], doc["agreement_version"]) == ("IMT-2026-07", 1)
         assert {"node", "seq", "channel", "time", "value", "unit", "quality"} <= set(doc)
     # the ledger holds exactly what was acknowledged: same numbers, same links
-    view = LedgerView.open(str(tmp_path / "outbox.db"))
+    view = LedgerView.open(str(tmp_path / "ledger.sqlite"))
     try:
         entries = list(view.entries("imt"))
     finally:
@@ -136,6 +136,13 @@ async def test_every_message_is_a_link_and_checkpoints_sign_the_chain(mosquitto_
              for m in data for seq in [link_fields(m.payload)["link_seq"]]}
     assert [e.seq for e in entries] == list(range(1, 101))
     assert all(e.hash == links[e.seq] and (e.agreement, e.version) == ("IMT-2026-07", 1) for e in entries)
+    import sqlite3
+
+    outbox = sqlite3.connect(str(tmp_path / "outbox.db"))
+    try:  # the ledger is its own database: it never takes the outbox's room
+        assert not outbox.execute("SELECT name FROM sqlite_master WHERE name LIKE 'ledger%'").fetchall()
+    finally:
+        outbox.close()
 
 
 @contextlib.asynccontextmanager
@@ -244,7 +251,7 @@ async def test_broker_outage_keeps_the_chain_continuous(make_broker, source, tmp
     assert result.authentic == set(range(1, 801)), "one continuous chain across the outage"
     # what was in flight at the outage came again: identical copies, not new links
     assert len([m for m in got if is_data(m)]) == 800 + len(result.repeated)
-    view = LedgerView.open(str(tmp_path / "outbox.db"))
+    view = LedgerView.open(str(tmp_path / "ledger.sqlite"))
     try:
         assert [e.seq for e in view.entries("r")] == list(range(1, 801)), "each link recorded once"
     finally:
@@ -334,7 +341,7 @@ async def test_changed_terms_need_a_new_version(mosquitto_broker, source, tmp_pa
     assert got[0].json()["agreement_version"] == 2
     with pytest.raises(GatewayError, match="version 1 is older than version 2"):
         await asyncio.wait_for(run_routes(older, source, asyncio.Event()), 10)
-    view = LedgerView.open(str(tmp_path / "outbox.db"))
+    view = LedgerView.open(str(tmp_path / "ledger.sqlite"))
     try:
         assert [(h.agreement, h.version) for h in view.history("v")] == [("IMT-2026-07", 1), ("IMT-2026-07", 2)]
     finally:

@@ -214,7 +214,7 @@ async def test_aggregate_quality_leaves_out_bad_readings(source):
 async def test_open_periods_hold_the_cursor_and_a_restart_splits_none(source, tmp_path):
     """Stop mid-stream with periods open, start again: every period exactly
     once, with the values of one uninterrupted run."""
-    store = LedgerStore(str(tmp_path / "outbox.db"))
+    store = LedgerStore(str(tmp_path / "ledger.sqlite"))
     t0 = math.floor(time.time() / 30) * 30 - 300
     inputs = [at(node, s, "tc1", t0 + s, float(s % 17)) for s in range(1, 201) for node in ("n1", "n2")]
     first, second = inputs[:250], inputs[250:]

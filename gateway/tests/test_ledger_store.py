@@ -1,5 +1,5 @@
 """The ledger's tables: the chain head survives every pruning; the ledger
-never outgrows its share of the outbox; the export lists every link."""
+keeps to its size; the export lists every link."""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ import pytest
 
 from smemet.gateway.ledger import Delivered, LedgerStore, LedgerView
 from smemet.gateway.ledger.store import AgreementConflict
-from smemet.gateway.outbox import Outbox
 
 
 @pytest.fixture
 def store(tmp_path):
-    path = str(tmp_path / "outbox.sqlite")
-    Outbox(path, 1 << 30).close()
-    s = LedgerStore(path)
+    s = LedgerStore(str(tmp_path / "ledger.sqlite"))
     yield s
     s.close()
 
@@ -39,12 +36,12 @@ def test_retention_keeps_each_route_head(store):
 def test_size_cap_prunes_the_oldest_first(store, tmp_path):
     fill(store, "a", 2000)  # ~2000 * (4 * 32 + 85) bytes
     size = store.size()
-    assert size == 2000 * (4 * 32 + 85)
+    assert size == 2000 * (4 * 32 + 60)
     assert store.shrink(max_bytes=size * 2) is None, "under the cap: nothing goes"
     oldest = store.shrink(max_bytes=size // 2)
     assert store.size() <= size // 2 * 9 // 10 + 213
     assert oldest is not None and oldest > 1_000.0
-    view = LedgerView.open(str(tmp_path / "outbox.sqlite"))
+    view = LedgerView.open(str(tmp_path / "ledger.sqlite"))
     try:
         seqs = [e.seq for e in view.entries("a")]
     finally:
@@ -70,12 +67,18 @@ def test_windows_only_move_forward(store):
     assert store.windows("r") == {("n1", "tc1"): 120.0, ("n1", "tc2"): 60.0}
 
 
-def test_tables_live_in_the_outbox_database(store, tmp_path):
-    fill(store, "a", 1)
-    db = sqlite3.connect(str(tmp_path / "outbox.sqlite"))
+def test_a_delivery_is_rows_small_enough_to_prune(store, tmp_path):
+    store.record([Delivered("a", 1, os.urandom(32 * 100), "A", 1, 1.0, 5)])  # 100 links: 5 rows of <= 24
+    view = LedgerView.open(str(tmp_path / "ledger.sqlite"))
+    try:
+        assert [e.seq for e in view.entries("a")] == list(range(1, 101))
+    finally:
+        view.close()
+    assert store.head("a")[0].seq == 100 and store.prune(before=10.0) == 4, "all but the newest row can go"
+    db = sqlite3.connect(str(tmp_path / "ledger.sqlite"))
     try:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"frames", "processed", "ledger", "ledger_checkpoints", "agreement_versions"} <= tables
+        assert tables == {"meta", "ledger", "ledger_checkpoints"}, "agreement tables only once a route needs them"
         assert db.execute("SELECT value FROM meta WHERE key = 'ledger_schema'").fetchone() == (1,)
     finally:
         db.close()

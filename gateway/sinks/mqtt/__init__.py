@@ -23,9 +23,7 @@ def sinks(config: list[RouteConfig], context) -> list[MqttSink]:
     (made beside the outbox at the first start; GatewayError when it cannot be)."""
     from ...ledger import Ledger
 
-    outbox = context.outbox
-    ledger = Ledger.open(outbox.path, getattr(context, "ledger", None), context.gateway_id,
-                         getattr(outbox, "max_bytes", 2 * 2**30))
+    ledger = Ledger.open(context.outbox.path, getattr(context, "ledger", None), context.gateway_id)
     return [MqttSink(route, ledger) for route in config]
 
 

@@ -35,6 +35,7 @@ from ...delivery import Selection, Sink, SinkError
 from ...ledger import Checkpoint, Delivered, Head, Ledger, RouteChain
 from ...ledger.checkpoint import CONTENT_TYPE as CHECKPOINT_CONTENT_TYPE
 from ...ledger.signing import cose_key
+from ...ledger.store import ROW_BYTES
 from ...spine import ProcessedFrame
 from . import wire
 from .client import BrokerRefused, ConnectRefused, Connection, ConnectTimeout
@@ -282,6 +283,7 @@ class MqttSink(Sink):
             if batch.upto > self._skip_upto:
                 self._skip_upto = batch.upto  # after a reconnect, what the ledger has is not sent again
             batch.confirm()
+        self.ledger.grew(sum(32 * b.count + ROW_BYTES for b in batches))
         self._record_soon()
 
     async def _record(self) -> None:

@@ -80,7 +80,7 @@ class GatewayConfig:
     modbus: Any = None  # ModbusConfig from smemet.gateway.modbus, or None
     shutdown_grace: float = 5.0  # seconds sinks get to deliver at SIGTERM
     backlog_frames: int = 4096  # frames between admission and processed storage before the links pause
-    ledger: Any = None  # LedgerConfig (ledger/config.py): signing key, retention, checkpoint interval
+    ledger: Any = None  # LedgerConfig (ledger/config.py): ledger database, signing key, retention, checkpoints
 
     @property
     def routes(self) -> list:

@@ -12,6 +12,7 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 python3 -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
     || missing+=(python3-dev)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -f /usr/include/openssl/sha.h ] || missing+=(libssl-dev)  # the compiled link hash (gateway/ledger/_linkhash.pyx)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

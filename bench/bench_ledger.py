@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smemet.gateway.agreements import Terms, parse_agreement  # noqa: E402
 from smemet.gateway.ledger import Checkpoint, Delivered, Head, LedgerStore, RouteChain  # noqa: E402
+from smemet.gateway.ledger.chain import load as link_hash_backend  # noqa: E402
 from smemet.gateway.ledger.checkpoint import sign  # noqa: E402
 from smemet.gateway.ledger.signing import load_or_create  # noqa: E402
 from smemet.gateway.sinks.mqtt import wire  # noqa: E402
@@ -161,7 +162,8 @@ def run(quick: bool = False) -> dict:
     frames = make_frames(640 if quick else 3200)
     repeat = 3 if quick else 7
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as directory:
-        figures: dict = {"measurements": len(frames) * SAMPLES, "samples_per_frame": SAMPLES}
+        figures: dict = {"measurements": len(frames) * SAMPLES, "samples_per_frame": SAMPLES,
+                         "link_hash": link_hash_backend().IMPLEMENTATION}  # compiled, or its pure twin
         link = {
             "json_mqtt5": round(link_cost("json", True, frames, repeat), 3),
             "json_mqtt311": round(link_cost("json", False, frames, repeat), 3),

@@ -21,18 +21,24 @@ identical duplicate, never a fork or a gap).
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .. import native
+
 GENESIS = bytes(32)
-_sha256 = hashlib.sha256
 
 
-def link_hash(prev: bytes, seq: int, payload: bytes) -> bytes:
-    """Link ``seq`` given the previous link and the message's payload."""
-    return _sha256(prev + seq.to_bytes(8, "big") + _sha256(payload).digest()).digest()
+def load(name: str | None = None):
+    """The link hash backend by name ("cython" or "pure"), or the one in use
+    (``_linkhash.pyx``, its pure twin ``linkhash.py``; ``native.py``)."""
+    return native.load("smemet.gateway.ledger._linkhash", "smemet.gateway.ledger.linkhash", name)
+
+
+# Link ``seq`` given the previous link and the message's payload: two
+# SHA-256 per message on every route, the largest part of what the chain costs.
+link_hash = load().link_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,7 @@ class RouteChain:
         """Link the next message, number ``seq + 1`` (its payload already
         carries that number and ``prev``)."""
         seq = self.seq + 1
-        self.prev = link = _sha256(self.prev + seq.to_bytes(8, "big") + _sha256(payload).digest()).digest()
+        self.prev = link = link_hash(self.prev, seq, payload)
         self.seq = seq
         batch.hashes.append(link)
 

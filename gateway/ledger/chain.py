@@ -38,7 +38,10 @@ def load(name: str | None = None):
 
 # Link ``seq`` given the previous link and the message's payload: two
 # SHA-256 per message on every route, the largest part of what the chain costs.
-link_hash = load().link_hash
+# ``linked`` stamps a payload with its link fields and links it in one call.
+_backend = load()
+link_hash = _backend.link_hash
+linked = _backend.linked
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +95,11 @@ class RouteChain:
         self._pending.append(batch)
         return batch
 
-    def add(self, batch: Batch, payload: bytes) -> None:
-        """Link the next message, number ``seq + 1`` (its payload already
-        carries that number and ``prev``)."""
-        seq = self.seq + 1
-        self.prev = link = link_hash(self.prev, seq, payload)
-        self.seq = seq
+    def append(self, batch: Batch, link: bytes) -> None:
+        """Link number ``seq + 1`` is ``link``: the next message's, already
+        hashed with ``linked`` (its payload carries that number and ``prev``)."""
+        self.seq += 1
+        self.prev = link
         batch.hashes.append(link)
 
     def acked(self, batch: Batch, now: float) -> list[Batch]:

@@ -67,3 +67,22 @@ def test_the_chain_runs_the_compiled_twin_when_built():
     if os.environ.get("SMEMET_PUREPYTHON") == "1":
         pytest.skip("SMEMET_PUREPYTHON=1 forces the pure twin")
     assert chain.link_hash is chain.load("cython").link_hash
+
+
+def test_linked_stamps_the_link_fields_and_links_as_defined(backend):
+    prev = hashlib.sha256(b"link 41").digest()
+    for payload, cut, tail in [(b'{"node":"n1","value":1.5}', 1, b'"}'), (b'[{"n":"a","v":1},{"n":"b","v":2}]', 2, b'"}]')]:
+        for seq in (0, 7, 42, 10**6, 2**64 - 1):
+            stamped, link = backend.linked(payload, cut, b',"agreement":"A","link_seq":', seq, prev, tail)
+            expected = payload[:-cut] + b',"agreement":"A","link_seq":%d,"link_prev":"%s' % (seq, prev.hex().encode()) + tail
+            assert stamped == expected
+            assert link == defined(prev, seq, expected)
+
+
+def test_linked_mistakes(backend):
+    with pytest.raises(ValueError, match="cannot cut 3 bytes off a payload of 2"):
+        backend.linked(b"{}", 3, b"", 1, bytes(32), b"")
+    with pytest.raises(ValueError, match="a link is 32 bytes, not 5"):
+        backend.linked(b"{}", 1, b"", 1, bytes(5), b"")
+    with pytest.raises(OverflowError):
+        backend.linked(b"{}", 1, b"", -1, bytes(32), b"")

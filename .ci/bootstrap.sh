@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need when they are missing:
 # Mosquitto (the real broker the tests start), the venv module and a C
-# compiler for the Cython kernels.  Uses apt-get as root, or sudo.
+# compiler (and OpenSSL's headers) for the Cython kernels.  Uses apt-get as root, or sudo.
 set -euo pipefail
 
 missing=()

@@ -13,6 +13,13 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = pathlib.Path(__file__).parent
 
+# Modules that call a C library, and how they link to it.  The link hash
+# calls OpenSSL's SHA-256 (libcrypto; headers from libssl-dev); at API level
+# 1.1.1 the low-level SHA256_* it needs compile without deprecation warnings.
+LINKS = {
+    "smemet.gateway.ledger._linkhash": {"libraries": ["crypto"], "define_macros": [("OPENSSL_API_COMPAT", "10101")]},
+}
+
 
 def kernel_extensions():
     try:
@@ -26,7 +33,7 @@ def kernel_extensions():
         relative = pyx.relative_to(ROOT / "gateway").with_suffix("")
         module = "smemet.gateway." + ".".join(relative.parts)
         extensions.append(
-            Extension(module, [str(pyx.relative_to(ROOT))], extra_compile_args=["-O3"])
+            Extension(module, [str(pyx.relative_to(ROOT))], extra_compile_args=["-O3"], **LINKS.get(module, {}))
         )
     return cythonize(
         extensions,

@@ -3,8 +3,9 @@
 Runs each stage's benchmark module, prints a readable table, writes every
 figure to ``bench/results/<UTC time>.json`` and ends with ONE line of JSON:
 measurements_per_s, frames_per_s, p99_latency_ms, cython_speedup_min,
-floor_fraction, gateway_rss_mb (and a few more).  Ratios are computed within
-this run, so a noisy shared machine still gives comparable figures.
+floor_fraction, gateway_rss_mb, ledger_us_per_measurement_senml/_json (and a
+few more).  Ratios are computed within this run, so a noisy shared machine
+still gives comparable figures.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ STAGES = [
     ("modbus", "bench_modbus.py", "registers per second polled over TCP and RTU"),
     ("opcua", "bench_opcua.py", "OPC UA server: CPU and notification latency, one subscribed client"),
     ("web_console", "bench_web.py", "end to end with the web console off vs on with a page open"),
+    ("ledger", "bench_ledger.py", "signed deliveries and agreement terms: µs added per measurement"),
 ]
 
 
@@ -80,6 +82,9 @@ def summary(results: dict) -> dict:
         "sparkplug_sink_metrics_per_s": results.get("sparkplug", {}).get("sink", {}).get("metrics_per_s"),
         "web_console_throughput_ratio": results.get("web_console", {}).get("throughput_ratio"),
         "web_console_noise": results.get("web_console", {}).get("noise"),
+        # what the hash chain, the ledger and the checkpoints add (target <= 2 µs per measurement)
+        "ledger_us_per_measurement_senml": results.get("ledger", {}).get("added_us_per_measurement_senml"),
+        "ledger_us_per_measurement_json": results.get("ledger", {}).get("added_us_per_measurement_json"),
     }
     opcua = results.get("opcua", {})
     for key in ("gateway_cpu_share_5000_1hz", "p99_notification_ms_5000_1hz", "gateway_cpu_share_50000_0.1hz",

@@ -46,6 +46,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     from .sinks.web.users import register as register_web_users
 
     register_web_users(commands, _guard)
+
+    signing = commands.add_parser("signing-key", help="the gateway's signing key (checkpoints of the routes)")
+    signing_commands = signing.add_subparsers(dest="signing_command", metavar="COMMAND", required=True)
+    show = signing_commands.add_parser("show", help="print the public key and its fingerprint (give both to partners)")
+    show.add_argument("--config", required=True, metavar="FILE", help="gateway.toml ([ledger] signing_key)")
+    show.add_argument("--pem", action="store_true", help="only the public key, PEM (a file for partners: --key)")
+    show.set_defaults(func=_guard(_signing_key_show))
     return gateway
 
 
@@ -120,6 +127,23 @@ def _keys_list(args) -> int:
 
     for node in KeyStore.load(_key_file(args)).nodes():
         print(node)
+    return 0
+
+
+def _signing_key_show(args) -> int:
+    from .config import load_config
+    from .ledger.signing import load
+
+    config = load_config(args.config)
+    key = load(config.ledger.key_path(config.outbox.path))
+    if args.pem:
+        print(key.public_pem(), end="")
+        return 0
+    print(f"signing key: {key.path}")
+    print("algorithm:   Ed25519 (COSE EdDSA, -8)")
+    print(f"key id:      {key.kid.hex()}")
+    print(f"fingerprint: {key.fingerprint}")
+    print(key.public_pem(), end="")
     return 0
 
 

@@ -140,7 +140,8 @@ class Gateway:
         )
 
     def _build_sinks(self) -> list[Sink]:
-        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry, GatewayStatus(self))
+        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry, GatewayStatus(self),
+                                    ledger=self.config.ledger)
         built: list[Sink] = []
         for kind in sinks.kinds():
             section = self.config.sinks.get(kind.SECTION)
@@ -229,8 +230,8 @@ class Gateway:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             last = self.outbox.last_measurement_id
-            if all(loop.state.cursor >= last for loop in self.loops):
-                return
+            if all(loop.state.cursor >= last or loop.state.held_back for loop in self.loops):
+                return  # (what an agreement holds back, an embargo or open periods, stays for the next start)
             await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------ maintenance

@@ -24,6 +24,9 @@ COMMAND_MODULES = (
     "smemet.monitor",
     "smemet.new_driver",
     "smemet.demo",
+    "smemet.agreements",
+    "smemet.ledger",
+    "smemet.verify",
 )
 
 

@@ -16,6 +16,13 @@ accepted, and prints::
 
 "lost" counts measurements the gateway accepted (stored, ACKed) that did not
 reach the subscriber by the end — it must be 0.
+
+The gateway runs two routes under two data-sharing agreements: the plant's
+historian (every channel, raw, on ``smemet/#``) and a research institute
+(the furnace temperatures as 10-second means and maxima, the furnace under
+an alias, on ``institute/#``).  The demo prints how to verify what the
+institute receives (``smemet verify`` with the gateway key's fingerprint)
+and, at the end, verifies its own capture of it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,19 @@ from .gateway_toml import write_gateway_config
 PREFIX = "smemet"
 SPARKPLUG_GROUP, SPARKPLUG_EDGE = "smemet-demo", "demo-gw"
 WEB_PORT = 8470  # the console's default port (docs/gateway.toml)
+INSTITUTE = "institute"  # the second route's topic prefix
+PARTIES = [{"name": "Demo Steelworks", "role": "provider"}]
+HISTORIAN_AGREEMENT = {
+    "id": "PLANT-HISTORIAN", "version": 1, "purpose": "the plant's own process historian",
+    "parties": PARTIES + [{"name": "Demo Steelworks, process engineering", "role": "recipient"}], "include": ["*"],
+}
+INSTITUTE_AGREEMENT = {
+    "id": "IMT-DEMO", "version": 1, "purpose": "research on furnace heat-up curves",
+    "parties": PARTIES + [{"name": "Institute for Metallurgy", "role": "recipient"}],
+    "include": ["furnace-*/tc_*"], "exclude": ["*/*.cj"],
+    "resolution": {"period": "10s", "aggregates": ["mean", "max", "count"], "grace": "2s"},
+    "pseudonyms": {"furnace-1": "site-A"}, "fields": ["unit"],
+}
 
 
 def register(subparsers) -> None:
@@ -187,6 +207,7 @@ class Demo:
         self.external = broker
         self.counter = Counter()
         self.sparkplug = SparkplugCounter() if args.sparkplug else None
+        self.institute: list = []  # (topic, payload) of the institute's route, as it received them
         self.stop = asyncio.Event()
         self.broker = None
         self.gateway = None
@@ -256,12 +277,15 @@ class Demo:
                 async with aiomqtt.Client(host, port, identifier=f"smemet-demo-{time.time_ns()}",
                                           protocol=aiomqtt.ProtocolVersion.V311) as client:
                     await client.subscribe(f"{PREFIX}/+/+", qos=1)
+                    await client.subscribe(f"{INSTITUTE}/#", qos=1)
                     if self.sparkplug is not None:
                         await client.subscribe(f"spBv1.0/{SPARKPLUG_GROUP}/#", qos=1)
                     async for message in client.messages:
                         topic = str(message.topic)
                         if topic.startswith("spBv1.0/"):
                             self.sparkplug.feed(topic, message.payload)
+                        elif topic.startswith(f"{INSTITUTE}/"):
+                            self.institute.append((topic, bytes(message.payload)))
                         else:
                             self.counter.feed(message.payload)
             except aiomqtt.MqttError:
@@ -283,19 +307,25 @@ class Demo:
         self.udp_port = _free_port(socket.SOCK_DGRAM)
         self.metrics_port = _free_port()
         self.web_port = _web_port(self.args.web_port)
-        route = {"name": "demo", "broker": f"mqtt://{host}:{port}", "topic_prefix": PREFIX, "include": ["*"],
-                 "format": "json", "mqtt_version": "auto" if self.external else "3.1.1"}
+        version = "auto" if self.external else "3.1.1"
+        broker = f"mqtt://{host}:{port}"
+        routes = [
+            {"name": "demo", "broker": broker, "topic_prefix": PREFIX, "format": "json", "mqtt_version": version,
+             "agreement": HISTORIAN_AGREEMENT},
+            {"name": INSTITUTE, "broker": broker, "topic_prefix": INSTITUTE, "format": "json",
+             "mqtt_version": version, "agreement": INSTITUTE_AGREEMENT},
+        ]
         sparkplug = None
         if self.args.sparkplug:
-            sparkplug = {"broker": f"mqtt://{host}:{port}", "group_id": SPARKPLUG_GROUP, "edge_node_id": SPARKPLUG_EDGE,
-                         "mqtt_version": "auto" if self.external else "3.1.1"}
+            sparkplug = {"broker": broker, "group_id": SPARKPLUG_GROUP, "edge_node_id": SPARKPLUG_EDGE,
+                         "mqtt_version": version}
         opcua = None
         if self.args.opcua is not None:
             self.opcua_port = self.args.opcua or _free_port()
             opcua = {"port": self.opcua_port, "history": "1h"}  # loopback: anonymous and None allowed too
         for attempt in (1, 2):
             self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
-                                                    routes=[route], keys_file=str(keys_file), gateway_id="demo-gw",
+                                                    routes=routes, keys_file=str(keys_file), gateway_id="demo-gw",
                                                     sparkplug=sparkplug, opcua=opcua, web_port=self.web_port)
             try:
                 config = load_config(str(self.config_path))
@@ -330,13 +360,25 @@ class Demo:
         _say(f"demo: starting {len(self.names)} simulated nodes ({', '.join(self.names)}), heap {self.args.heap}")
         self.fleet.start()
 
+    def _signing_key(self):
+        """The gateway's signing key, as its routes hold it."""
+        return next(sink for sink in self.gateway.sinks if sink.kind == "route").ledger.key
+
     def _instructions(self, host: str, port: int, started: float) -> None:
         smemet = _command_name()
+        fingerprint = self._signing_key().fingerprint
         print(f"demo: up in {time.monotonic() - started:.1f} s. Watch the measurements:\n"
               + (f"  web console: {self.web_url}  (open it in a browser)\n" if self.web_url else "")
               + f"  mosquitto_sub -h {host} -p {port} -t '{PREFIX}/#' -v\n"
               f"  {smemet} monitor --broker mqtt://{host}:{port}\n"
               f"  {smemet} nodes --gateway-config {self.config_path}\n"
+              f"Two routes under two agreements ({smemet} agreements list --config {self.config_path}):\n"
+              f"  demo       {HISTORIAN_AGREEMENT['id']} v1: every channel, raw, on {PREFIX}/#\n"
+              f"  institute  {INSTITUTE_AGREEMENT['id']} v1: furnace temperatures as 10 s means and maxima, "
+              f"the furnace as site-A, on {INSTITUTE}/#\n"
+              f"Verify what the institute receives (the gateway key's fingerprint, as its operator would give it):\n"
+              f"  {smemet} verify --broker mqtt://{host}:{port} --topic '{INSTITUTE}/#' --duration 20 "
+              f"--fingerprint '{fingerprint}'\n"
               + (f"Sparkplug B: edge node {SPARKPLUG_GROUP}/{SPARKPLUG_EDGE}, one device per node; point a Sparkplug "
                  f"host (Ignition MQTT Engine, a historian) at mqtt://{host}:{port}, or see the raw messages:\n"
                  f"  mosquitto_sub -h {host} -p {port} -t 'spBv1.0/{SPARKPLUG_GROUP}/#' -v\n"
@@ -394,9 +436,23 @@ class Demo:
         if self.sparkplug is not None:
             print(f"demo: sparkplug: {self.sparkplug.metrics} metrics in DDATA, {self.sparkplug.births} births "
                   f"(edge node {SPARKPLUG_GROUP}/{SPARKPLUG_EDGE})", flush=True)
+        self._verify_institute()
         if self.fleet and self.fleet.memory_errors():
             _say(f"demo: nodes ran out of heap: {self.fleet.memory_errors()} (try --heap 256K)")
         return 0 if lost == 0 else 1
+
+    def _verify_institute(self) -> None:
+        """What ``smemet verify`` says of the institute's messages the demo received."""
+        from smemet.gateway.ledger.verify import Captured, verify_capture
+
+        if self.gateway is None or not self.gateway.sinks:
+            return
+        key = self._signing_key()
+        report = verify_capture([Captured(t, p) for t, p in self.institute], public=key.public)
+        for route in report.routes:
+            verdict = "complete and authentic" if route.complete else "NOT complete: run smemet verify for details"
+            print(f"demo: route {INSTITUTE}: {route.messages} messages under {INSTITUTE_AGREEMENT['id']} v1, "
+                  f"signed up to seq {route.covered_upto}: {verdict}", flush=True)
 
     async def _drain(self, timeout: float = 8.0) -> dict[tuple[str, int], int]:
         """Wait until every measurement the gateway accepted reached the

@@ -7,6 +7,12 @@ log line per outage, and the metrics (connected, failures, delivered, lag in
 measurements, frames and seconds).  A sink that cannot keep up only falls
 behind: its backlog stays in the outbox, other sinks are not held up, and it
 drains in order when it can.
+
+A sink may carry ``terms`` (an agreement's, ``agreements/terms.py``): the
+loop applies them between its selection and ``deliver``.  They may hold
+frames back (not consumed: read again once ``wake`` is reached), keep the
+cursor below what open aggregation periods still need (``hold``), and ask
+for a call at ``wake`` without new frames; nothing else changes.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ LAG_INTERVAL = 1.0  # seconds between lag updates while busy
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 OUTAGE_LOG_INTERVAL = 60.0  # at most one "still down" line per minute per sink
 DRAIN_TIMEOUT = 5.0  # on stop, wait this long for outstanding confirmations
+HELD_LAG_INTERVAL = 5.0  # seconds between lag updates while a sink's terms hold everything back
 
 
 @dataclass(slots=True)
@@ -44,6 +51,7 @@ class SinkState:
     lag_measurements: int = 0
     lag_frames: int = 0
     lag_seconds: float = 0.0
+    held_back: bool = False  # the sink's terms hold back what is left (an embargo, open periods)
 
 
 class DeliveryLoop:
@@ -126,23 +134,45 @@ class DeliveryLoop:
                 await sink.close(clean)
 
     async def _pump(self, tracker: AckTracker, stop: asyncio.Event) -> None:
-        sink, outbox, select = self.sink, self.outbox, self.sink.selection.of
+        sink, outbox, select, terms = self.sink, self.outbox, self.sink.selection.of, self.sink.terms
         read_pos = tracker.acked
+        if terms is not None:
+            terms.start(read_pos)
+        wake = None  # terms: when held-back measurements become due
         while not stop.is_set():
             frames = outbox.read_frames(read_pos, FRAME_BATCH)
-            if not frames:
+            if not frames and (wake is None or time.time() < wake):
                 self._progress(tracker, idle=True)
-                await _wait_any(outbox.wait_beyond(read_pos, timeout=1.0), stop.wait())
+                timeout = 1.0 if wake is None else min(1.0, max(0.0, wake - time.time()))
+                await _wait_any(outbox.wait_beyond(read_pos, timeout=timeout), stop.wait())
                 continue
-            last_id = frames[-1].last_id
+            last_id = frames[-1].last_id if frames else read_pos
             chosen = [picked for picked in map(select, frames) if picked is not None]
+            limit, held, receipt = last_id, False, None
+            if terms is not None:  # the agreement's terms (agreements/terms.py)
+                release = terms.apply(chosen, time.time(), reached_end=last_id >= outbox.last_measurement_id)
+                chosen, wake, receipt = release.frames, release.wake, release.receipt
+                if release.resume_after is not None:  # not due yet: read again from there
+                    last_id = limit = max(read_pos, release.resume_after)
+                    held = True
+                if release.hold is not None:  # open periods: the cursor must not pass them
+                    limit = min(limit, release.hold - 1)
+                self.state.held_back = held or release.hold is not None
             if chosen:
-                delivery = tracker.add(last_id, min(min(f.times) for f in chosen))
-                await sink.deliver(chosen, lambda delivery=delivery: tracker.done(delivery))
+                delivery = tracker.add(limit, min(min(f.times) for f in chosen))
+                if receipt is None:
+                    confirm = lambda delivery=delivery: tracker.done(delivery)  # noqa: E731
+                else:
+                    def confirm(delivery=delivery, receipt=receipt) -> None:
+                        terms.confirmed(receipt)  # before the cursor may pass what it covers
+                        tracker.done(delivery)
+                await sink.deliver(chosen, confirm)
             else:
-                tracker.skip(last_id)
+                tracker.skip(limit)
             read_pos = last_id
-            self._progress(tracker, idle=False)
+            self._progress(tracker, idle=held)
+            if held:  # the next frame is embargoed: nothing is due before ``wake`` (lag refreshed meanwhile)
+                await _wait_any(stop.wait(), timeout=min(HELD_LAG_INTERVAL, max(0.0, wake - time.time())))
         # stopping: give outstanding confirmations a moment so we resend less
         with suppress(Exception):
             await sink.drain(DRAIN_TIMEOUT)

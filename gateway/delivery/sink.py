@@ -25,6 +25,10 @@ Writing a sink (docs/architecture.md walks through one):
   such as a listening server; a ``GatewayError`` from ``start`` stops the
   gateway from starting, with its message.
 
+``terms`` (optional) are an agreement's terms (``agreements/terms.py``):
+the loop applies them between the selection and ``deliver`` -- validity,
+embargo, pseudonyms, aggregation, fields -- whatever the destination.
+
 ``durable = False`` marks an in-memory view: it starts from the recent past
 (``replay`` measurements) instead of a saved cursor, and it never holds back
 the outbox's pruning.  ``history`` (seconds, default 0) asks the outbox to
@@ -69,6 +73,7 @@ class Sink(ABC):
     replay: int = 100_000  # non-durable sinks: measurements to show again at start
     history: float = 0.0  # seconds of processed measurements the outbox keeps for this sink's history reads
     selection: Selection = Selection()
+    terms = None  # agreements.Terms, or None: every selected frame as it is
 
     def __init__(self) -> None:
         self.stats = SinkStats()

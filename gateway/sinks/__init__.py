@@ -50,6 +50,7 @@ class SinkContext:
     outbox: object  # the Outbox (read-only use: history, stats)
     registry: CollectorRegistry | None = None
     status: object = None  # the GatewayStatus (status.py): nodes, sinks, storage, for sinks that show them
+    ledger: object = None  # the [ledger] settings (ledger.LedgerConfig), for sinks that sign what they deliver
 
 
 def kinds() -> list[ModuleType]:

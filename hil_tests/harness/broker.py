@@ -360,6 +360,7 @@ class Received:
     qos: int
     retain: bool
     properties: dict = field(default_factory=dict)
+    at: float = 0.0  # Unix s when the subscriber got it
 
     def json(self):
         import json
@@ -437,7 +438,8 @@ class Subscriber:
         if message.properties is not None:
             props = {name: getattr(message.properties, name) for name in _PROPERTY_NAMES if hasattr(message.properties, name)}
         with self._lock:
-            self.messages.append(Received(message.topic, message.payload, message.qos, message.retain, props))
+            self.messages.append(Received(message.topic, message.payload, message.qos, message.retain, props,
+                                          time.time()))
 
     def start(self, timeout: float = 10.0) -> Subscriber:
         if self._mqtt5:

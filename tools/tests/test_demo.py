@@ -27,6 +27,12 @@ def test_demo_runs_headless_and_delivers_measurements():
     assert nodes == 3 and delivered > 50 and lost == 0, summary.group(0)
     assert re.search(r"mosquitto_sub -h 127\.0\.0\.1 -p \d+ -t 'smemet/#' -v", result.stdout)
     assert "smemet monitor --broker mqtt://127.0.0.1:" in result.stdout
+    # two routes under two agreements, how to verify one, and the demo's own check of it
+    assert "Two routes under two agreements" in result.stdout and "IMT-DEMO v1" in result.stdout
+    assert re.search(r"smemet verify --broker mqtt://127\.0\.0\.1:\d+ --topic 'institute/#' .*--fingerprint '[0-9a-f ]{79}'",
+                     result.stdout), result.stdout
+    assert re.search(r"^demo: route institute: \d+ messages under IMT-DEMO v1, signed up to seq \d+: complete and "
+                     r"authentic$", result.stdout, re.MULTILINE), result.stdout
     first = re.search(r"first measurements after ([\d.]+) s", result.stderr)
     assert first and float(first.group(1)) < 15, result.stderr
     assert "Traceback" not in result.stdout + result.stderr and took < 40

@@ -23,13 +23,20 @@ def parse(value, context) -> list[RouteConfig]:
 
 
 def sinks(config: list[RouteConfig], context) -> list[MqttSink]:
-    return [MqttSink(route) for route in config]
+    """One sink per route, sharing the gateway's signing key and ledger
+    (made beside the outbox at the first start; GatewayError when it cannot be)."""
+    from ...ledger import Ledger
+
+    ledger = Ledger.open(context.outbox.path, getattr(context, "ledger", None), context.gateway_id)
+    return [MqttSink(route, ledger) for route in config]
 
 
-async def run_routes(routes: list[RouteConfig], outbox, stop, registry=None) -> None:
+async def run_routes(routes: list[RouteConfig], outbox, stop, registry=None, ledger=None) -> None:
     """Run MQTT sinks for ``routes`` from ``outbox`` until ``stop`` is set (tools,
-    tests and benchmarks; the gateway runs every sink kind together)."""
+    tests and benchmarks; the gateway runs every sink kind together).
+    ``ledger``: the ``[ledger]`` settings (default: the key beside the outbox)."""
     from ...delivery import make_loops, run_loops
+    from .. import SinkContext
 
     async def store_cursors() -> None:
         # No writer thread here to carry the cursors the loops note (the
@@ -42,10 +49,18 @@ async def run_routes(routes: list[RouteConfig], outbox, stop, registry=None) -> 
         finally:
             outbox.flush_cursors()
 
+    gateway_id = routes[0].gateway_id if routes else "smemet"
+    built = sinks(routes, SinkContext(gateway_id, outbox, registry, ledger=ledger))
+    started = []
     flusher = asyncio.create_task(store_cursors())
     try:
-        await run_loops(make_loops(sinks(routes, None), outbox, registry), stop)
+        for sink in built:
+            await sink.start()
+            started.append(sink)
+        await run_loops(make_loops(built, outbox, registry), stop)
     finally:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+        for sink in started:
+            await sink.stop()

@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ...agreements import Agreement, parse_agreement
 from ...errors import ConfigError
 from ...settings import Table
 
@@ -25,7 +26,7 @@ MQTT_VERSIONS = ("auto", "5", "3.1.1")
 _KEYS = (
     "name", "broker", "username", "password", "password_file", "tls", "topic_prefix",
     "include", "exclude", "format", "kinds", "mqtt_version", "message_expiry",
-    "client_id", "keepalive", "max_in_flight", "gateway_id",
+    "client_id", "keepalive", "max_in_flight", "gateway_id", "agreement",
 )
 _TLS_KEYS = ("ca", "cert", "key")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -59,6 +60,15 @@ class RouteConfig:
     keepalive: int = 30
     max_in_flight: int = 100
     gateway_id: str = ""
+    agreement: Agreement | None = None  # its channels fill include/exclude/kinds
+
+    @property
+    def checkpoint_topic(self) -> str:
+        return f"{self.topic_prefix}/checkpoint"
+
+    @property
+    def key_topic(self) -> str:
+        return f"{self.topic_prefix}/gateway-key"
 
     @property
     def url(self) -> str:
@@ -104,7 +114,7 @@ def parse_routes(tables: list[dict], where: str, base: str | None = None,
 
 def _parse_route(raw: object, where: str, base: str, default_gateway_id: str | None) -> RouteConfig:
     if not isinstance(raw, dict):
-        raise ConfigError(where, "must be a table with name, broker, topic_prefix and include")
+        raise ConfigError(where, "must be a table with name, broker, topic_prefix and include (or an agreement)")
     table = Table(raw, where, _KEYS)
     table.finish()
     name = table.text("name")
@@ -115,13 +125,23 @@ def _parse_route(raw: object, where: str, base: str, default_gateway_id: str | N
     username = table.text("username", None)
     password = _parse_password(table, username, base)
     prefix = _parse_prefix(table.text("topic_prefix", "smemet"), table.at("topic_prefix"))
-    include = _parse_patterns(table, "include", required=True)
-    exclude = _parse_patterns(table, "exclude", required=False)
+    agreement = None
+    if table.has("agreement"):
+        agreement = parse_agreement(table.get("agreement"), table.at("agreement"))
+        for key in ("include", "exclude", "kinds"):
+            if table.has(key):
+                raise table.error(key, f"is set beside an agreement, whose terms say which channels travel; move it "
+                                       f"into the agreement ({table.at('agreement')}."
+                                       f"{'fields' if key == 'kinds' else key})")
+        include, exclude, kinds = agreement.include, agreement.exclude, agreement.kinds
+    else:
+        include = _parse_patterns(table, "include", required=True)
+        exclude = _parse_patterns(table, "exclude", required=False)
+        kinds = table.get("kinds", ["data"])
+        if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
+            raise table.wrong("kinds", 'a non-empty array of "data" and/or "status"', kinds)
+        kinds = tuple(dict.fromkeys(kinds))
     fmt = table.choice("format", FORMATS, "json")
-    kinds = table.get("kinds", ["data"])
-    if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
-        raise table.wrong("kinds", 'a non-empty array of "data" and/or "status"', kinds)
-    kinds = tuple(dict.fromkeys(kinds))
     version = table.get("mqtt_version", "auto")
     if version == 5 and not isinstance(version, bool):
         version = "5"  # a bare TOML integer is a natural way to write it
@@ -142,7 +162,7 @@ def _parse_route(raw: object, where: str, base: str, default_gateway_id: str | N
         name=name, host=host, port=port, topic_prefix=prefix, include=include,
         exclude=exclude, format=fmt, kinds=kinds, username=username, password=password,
         tls=tls, mqtt_version=version, message_expiry=expiry or None, client_id=client_id,
-        keepalive=keepalive, max_in_flight=in_flight, gateway_id=gateway_id,
+        keepalive=keepalive, max_in_flight=in_flight, gateway_id=gateway_id, agreement=agreement,
     )
 
 

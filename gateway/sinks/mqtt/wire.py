@@ -145,6 +145,13 @@ def connect(client_id: str, keepalive: int, version: int, *, username: str | Non
 def publish_properties(content_type: str | None = None, payload_format: int | None = None,
                        message_expiry: int | None = None, user: tuple[tuple[str, str], ...] = ()) -> bytes:
     """A PUBLISH property block (§3.3.2.3), length included."""
+    return property_block(publish_property_body(content_type, payload_format, message_expiry, user))
+
+
+def publish_property_body(content_type: str | None = None, payload_format: int | None = None,
+                          message_expiry: int | None = None, user: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """The properties of ``publish_properties`` without their length: a
+    sink adds per-message ones (``user_property``) and then ``property_block``."""
     props = bytearray()
     if payload_format is not None:
         props += bytes([P_PAYLOAD_FORMAT, payload_format])
@@ -153,8 +160,18 @@ def publish_properties(content_type: str | None = None, payload_format: int | No
     if content_type is not None:
         props += bytes([P_CONTENT_TYPE]) + text(content_type)
     for key, value in user:
-        props += bytes([P_USER_PROPERTY]) + text(key) + text(value)
-    return varint(len(props)) + bytes(props)
+        props += user_property(key, value)
+    return bytes(props)
+
+
+def user_property(key: str, value: str) -> bytes:
+    """One User Property (§3.3.2.3.7): a UTF-8 string pair."""
+    return bytes([P_USER_PROPERTY]) + text(key) + text(value)
+
+
+def property_block(body: bytes) -> bytes:
+    """Encoded properties with their length in front."""
+    return varint(len(body)) + body
 
 
 def publish(topic: bytes, payload: bytes, packet_id: int, qos: int = 1, retain: bool = False, dup: bool = False,

@@ -1,0 +1,255 @@
+"""The calibration and thermocouple-life kernels, on both twins (``impl``):
+the record in force at each reading's time corrects it, due dates and
+failed tests flip quality at their moment, time at temperature counts
+once; and Hypothesis checks the compiled twin gives the pure one's bits."""
+
+from __future__ import annotations
+
+import math
+import struct
+from array import array
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from smemet.gateway import quality as codes
+
+INF = math.inf
+GOOD, UNCERTAIN, BAD = codes.GOOD, codes.UNCERTAIN, codes.BAD
+
+
+@dataclass(frozen=True)
+class Entry:
+    record_id: str
+    start: float
+    end: float = INF
+    overdue_from: float = INF
+    sat_failed_from: float = INF
+    gain: float = 1.0
+    offset: float = 0.0
+    points: tuple = ()
+
+
+def run(kernel, times, values, quality=None):
+    t = array("d", times)
+    v = array("d", values)
+    q = bytearray(quality if quality is not None else bytes(len(v)))
+    r = bytearray(len(v))
+    kept = kernel.process(t, v, q, r)
+    return list(v[:kept]), list(q[:kept]), [codes.REASON_NAMES[x] for x in r[:kept]]
+
+
+def calibration(impl, *entries, overdue=UNCERTAIN, sat=UNCERTAIN, missing=GOOD):
+    kernel = impl.Calibration(overdue, sat, missing)
+    kernel.set_schedule(entries)
+    return kernel
+
+
+# ---------------------------------------------------------------- calibration
+
+def test_the_record_in_force_at_each_readings_time_corrects_it(impl):
+    kernel = calibration(impl, Entry("A", 100.0, 200.0, offset=1.5), Entry("B", 200.0, offset=-0.5))
+    values, quality, reasons = run(kernel, [50.0, 100.0, 199.5, 200.0, 900.0], [10.0] * 5)
+    assert values == [10.0, 11.5, 11.5, 9.5, 9.5]  # before A: untouched; A from its start; B from its start
+    assert quality == [GOOD] * 5 and reasons == [""] * 5
+    assert list(kernel.applied) == [-1, 0, 0, 1, 1]
+    assert kernel.ids == ("A", "B")
+    assert [kernel.entry_at(t) for t in (99.9, 100.0, 200.0, 1e12)] == [-1, 0, 1, 1]
+
+
+def test_a_retired_record_ends_and_nothing_applies_after_it(impl):
+    kernel = calibration(impl, Entry("A", 0.0, 10.0, offset=2.0))
+    values, _q, _r = run(kernel, [9.0, 10.0], [1.0, 1.0])
+    assert values == [3.0, 1.0] and list(kernel.applied) == [0, -1]
+
+
+def test_points_are_interpolated_in_the_reading_and_held_outside_them(impl):
+    points = ((600.0, 1.0), (800.0, 3.0), (1000.0, -1.0))
+    kernel = calibration(impl, Entry("P", 0.0, points=points))
+    values, quality, reasons = run(kernel, [1.0] * 6, [600.0, 700.0, 800.0, 900.0, 500.0, 1100.0])
+    assert values == [601.0, 702.0, 803.0, 901.0, 501.0, 1099.0]
+    assert reasons == ["", "", "", "", "outside-calibration", "outside-calibration"]
+    assert quality == [GOOD] * 4 + [UNCERTAIN] * 2
+
+
+def test_a_linear_correction_is_gain_and_offset(impl):
+    kernel = calibration(impl, Entry("L", 0.0, gain=1.25, offset=-0.5))
+    assert run(kernel, [1.0], [4.0])[0] == [4.5]
+
+
+def test_due_date_and_failed_test_flip_quality_at_their_moment(impl):
+    kernel = calibration(impl, Entry("A", 0.0, overdue_from=100.0, sat_failed_from=200.0, offset=1.0))
+    values, quality, reasons = run(kernel, [99.999, 100.0, 199.0, 200.0], [0.0] * 4)
+    assert values == [1.0] * 4  # the correction still applies: the value is right, its traceability is not
+    assert quality == [GOOD, UNCERTAIN, UNCERTAIN, UNCERTAIN]
+    assert reasons == ["", "calibration-due", "calibration-due", "calibration-due"]  # the first cause stays
+    kernel = calibration(impl, Entry("A", 0.0, overdue_from=100.0, sat_failed_from=50.0), overdue=BAD, sat=UNCERTAIN)
+    assert run(kernel, [49.0, 50.0, 100.0], [0.0] * 3)[1:] == (
+        [GOOD, UNCERTAIN, BAD], ["", "sat-failed", "calibration-due"])
+
+
+def test_a_required_record_missing_makes_the_reading_bad(impl):
+    kernel = calibration(impl, Entry("A", 100.0), missing=BAD)
+    values, quality, reasons = run(kernel, [50.0, 150.0], [7.0, 7.0])
+    assert values == [7.0, 7.0] and quality == [BAD, GOOD] and reasons == ["no-calibration", ""]
+    assert list(kernel.applied) == [-1, 0]
+    assert run(calibration(impl), [1.0], [7.0])[1] == [GOOD]  # not required: no record, no verdict
+
+
+def test_a_reading_that_arrives_bad_is_not_corrected(impl):
+    kernel = calibration(impl, Entry("A", 0.0, offset=5.0))
+    values, quality, _r = run(kernel, [1.0, 2.0], [1.0, 1.0], bytes([BAD, GOOD]))
+    assert values == [1.0, 6.0] and list(kernel.applied) == [-1, 0]
+
+
+def test_schedules_must_be_ordered_and_points_ascending(impl):
+    kernel = impl.Calibration(UNCERTAIN, UNCERTAIN, GOOD)
+    with pytest.raises(ValueError, match="overlap"):
+        kernel.set_schedule([Entry("A", 10.0, 20.0), Entry("B", 15.0)])
+    with pytest.raises(ValueError, match="ascending"):
+        kernel.set_schedule([Entry("A", 0.0, points=((2.0, 0.0), (1.0, 0.0)))])
+
+
+# ---------------------------------------------------------------- thermocouple life
+
+def life(impl, band=100.0, cycle_above=600.0, hysteresis=50.0, limit_above=600.0, limit_seconds=0.0,
+         limit_cycles=0, over=UNCERTAIN, max_gap=300.0):
+    return impl.ThermocoupleLife(band, cycle_above, hysteresis, limit_above, limit_seconds, limit_cycles, over, max_gap)
+
+
+def band_seconds(kernel):
+    return {edge: seconds for edge, seconds in kernel.state()["bands"].items()}
+
+
+def test_time_is_credited_to_the_band_of_the_earlier_reading(impl):
+    kernel = life(impl)
+    run(kernel, [0.0, 60.0, 120.0, 180.0], [550.0, 650.0, 720.0, 640.0])
+    assert band_seconds(kernel) == {500.0: 60.0, 600.0: 60.0, 700.0: 60.0}
+    state = kernel.state()
+    assert state["seconds_above"] == 120.0  # 650 and 720 were at or above 600 for 60 s each
+    assert state["peak"] == 720.0 and state["peak_time"] == 120.0
+    assert state["cycles"] == 1 and state["hot"] is True
+
+
+def test_heat_cycles_need_the_hysteresis_to_end(impl):
+    kernel = life(impl, cycle_above=600.0, hysteresis=50.0)
+    temperatures = [500, 610, 560, 620, 540, 605, 400, 700]  # 560 is not below 550: still the same cycle
+    run(kernel, [float(i) for i in range(len(temperatures))], [float(x) for x in temperatures])
+    assert kernel.state()["cycles"] == 3
+
+
+def test_a_long_gap_is_not_credited(impl):
+    kernel = life(impl, max_gap=300.0)
+    run(kernel, [0.0, 300.0, 1000.0], [700.0, 700.0, 700.0])
+    state = kernel.state()
+    assert band_seconds(kernel) == {700.0: 300.0} and state["unaccounted"] == 700.0
+
+
+def test_a_reading_counts_once(impl):
+    """A batch run again (after a crash), a repeated or older reading, and
+    warm-up never add time."""
+    kernel = life(impl)
+    times, values = [0.0, 10.0, 20.0], [700.0, 700.0, 700.0]
+    run(kernel, times, values)
+    once = kernel.state()
+    run(kernel, times, values)
+    assert kernel.state() == once
+    kernel.counting = False
+    run(kernel, [30.0, 40.0], [900.0, 900.0])
+    assert kernel.state() == once
+    kernel.counting = True
+    run(kernel, [30.0], [700.0])
+    assert kernel.state()["seconds_above"] == 30.0
+
+
+def test_the_usage_limit_flips_quality_from_the_reading_that_passes_it(impl):
+    kernel = life(impl, limit_above=600.0, limit_seconds=100.0, over=UNCERTAIN)
+    _v, quality, reasons = run(kernel, [0.0, 50.0, 100.0, 150.0, 200.0], [700.0] * 5)
+    # above 600 for 50, 100 (= the limit, not past it), 150 s: past the limit at t = 150
+    assert quality == [GOOD, GOOD, GOOD, UNCERTAIN, UNCERTAIN] and reasons[3] == "usage-limit"
+    assert kernel.state()["exceeded_at"] == 150.0
+    cycles = life(impl, cycle_above=600.0, limit_cycles=1, over=BAD)
+    assert run(cycles, [0.0, 1.0, 2.0, 3.0], [700.0, 500.0, 700.0, 700.0])[1] == [GOOD, GOOD, BAD, BAD]
+
+
+def test_a_stored_state_continues_exactly(impl):
+    whole, first = life(impl, limit_seconds=500.0), life(impl, limit_seconds=500.0)
+    times = [float(t) for t in range(0, 1200, 60)]
+    values = [500.0 + (t % 400) for t in times]
+    run(whole, times, values)
+    run(first, times[:7], values[:7])
+    second = life(impl, limit_seconds=500.0)
+    second.load(first.state())
+    assert not second.changed
+    run(second, times[7:], values[7:])
+    assert second.state() == whole.state()
+
+
+def test_a_new_life_starts_from_zero_at_its_start(impl):
+    kernel = life(impl)
+    run(kernel, [0.0, 100.0], [700.0, 700.0])
+    kernel.reset(150.0)
+    run(kernel, [120.0, 200.0, 260.0], [700.0, 700.0, 700.0])  # 120 belongs to the sensor taken out
+    assert band_seconds(kernel) == {700.0: 60.0} and kernel.state()["first_time"] == 200.0
+
+
+# ---------------------------------------------------------------- the twins agree
+
+def _bits(values):
+    return [struct.pack("<d", v) for v in values]
+
+
+_times = st.one_of(st.floats(0.0, 500.0), st.sampled_from([0.0, 100.0, 200.0, 250.0]))
+
+
+@st.composite
+def schedules(draw):
+    starts = sorted(set(draw(st.lists(st.floats(0.0, 400.0), max_size=4))))
+    entries = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else draw(st.sampled_from([INF, start + 50.0]))
+        xs = sorted(set(draw(st.lists(st.floats(-50.0, 1500.0), max_size=5))))
+        points = tuple((x, draw(st.floats(-5.0, 5.0))) for x in xs) if len(xs) >= 2 else ()
+        entries.append(Entry(f"R{k}", start, end, draw(st.sampled_from([INF, start + 20.0])),
+                             draw(st.sampled_from([INF, start + 10.0])), draw(st.floats(0.5, 1.5)),
+                             draw(st.floats(-10.0, 10.0)), points))
+    return entries
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schedules(), st.lists(st.tuples(_times, st.floats(-100.0, 1600.0), st.sampled_from([0, 0, 1, 2])), max_size=40),
+       st.sampled_from([GOOD, UNCERTAIN, BAD]))
+def test_compiled_calibration_gives_the_pure_bits(both_impls, entries, samples, missing):
+    out = []
+    for impl in both_impls:
+        kernel = calibration(impl, *entries, overdue=BAD, missing=missing)
+        times = [s[0] for s in samples]
+        values, quality, reasons = run(kernel, times, [s[1] for s in samples], bytes(s[2] for s in samples))
+        out.append((_bits(values), quality, reasons, list(kernel.applied), [kernel.entry_at(t) for t in times]))
+    assert out[0] == out[1]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.tuples(st.floats(0.0, 50.0), st.floats(-400.0, 2200.0), st.sampled_from([0, 0, 1, 2])),
+                         max_size=20), min_size=1, max_size=4),
+       st.sampled_from([7.0, 50.0, 100.0]), st.floats(0.0, 2000.0), st.integers(0, 3))
+def test_compiled_life_gives_the_pure_state_in_any_batches(both_impls, batches, band, limit_seconds, limit_cycles):
+    """Random increments of time (a batch may also repeat or go back);
+    after every batch both twins hold the same state, bit for bit."""
+    kernels = [life(impl, band=band, limit_seconds=limit_seconds, limit_cycles=limit_cycles, max_gap=30.0)
+               for impl in both_impls]
+    clock = 0.0
+    for batch in batches:
+        times = []
+        for step, _value, _q in batch:
+            clock += step - 10.0  # sometimes backwards
+            times.append(clock)
+        got = [run(k, times, [b[1] for b in batch], bytes(b[2] for b in batch)) for k in kernels]
+        assert got[0][1:] == got[1][1:]
+        states = [k.state() for k in kernels]
+        assert {key: (repr(v) if isinstance(v, float) else v) for key, v in states[0].items() if key != "bands"} == \
+            {key: (repr(v) if isinstance(v, float) else v) for key, v in states[1].items() if key != "bands"}
+        assert {repr(e): repr(s) for e, s in states[0]["bands"].items()} == \
+            {repr(e): repr(s) for e, s in states[1]["bands"].items()}

@@ -28,7 +28,8 @@ from collections.abc import Iterable, Sequence
 
 from ..errors import OutboxError
 from .life import LifeState
-from .records import CalibrationRecord, Correction, RecordError, SatResult, Sensor, SensorLife, check_follows
+from .records import (CalibrationRecord, Correction, RecordError, SatResult, Sensor, SensorLife, check_follows,
+                      local_text)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS calibration_records (
@@ -299,7 +300,7 @@ class CalibrationStore:
         with self._write():
             record = self.record(record_id)
             if record.retired_at is not None:
-                raise RecordError(f"record {record_id} was already retired at {record.retired_at:.0f} "
+                raise RecordError(f"record {record_id} was already retired at {local_text(record.retired_at)} "
                                   f"({record.retired_reason or 'no reason given'})")
             self._db.execute("UPDATE calibration_records SET retired_at = ?, retired_reason = ?, retired_by = ? "
                              "WHERE id = ?", (at, reason, by, record_id))

@@ -90,11 +90,11 @@ class Gateway:
         acker = Acker(self.keys.get)
         self.metrics.live_counter("acks_sent", "ACK frames sent, by status", "status", lambda: acker.sent)
         if uses_records(config.channels):
-            book = CalibrationBook(config.outbox.path, config.calibration)
-            book.start()
-            self._calibration_metrics = book.collector()
+            calibration = CalibrationBook(config.outbox.path, config.calibration)
+            calibration.start()
+            self._calibration_metrics = calibration.collector()
             self.metrics.registry.register(self._calibration_metrics)
-            self.calibration = book
+            self.calibration = calibration
         processor = Processor(config.steps_for, config.unit_for, warmup_s=warmup_seconds(config.channels),
                               calibration=self.calibration)
         self.processing = ProcessingStage(outbox, self.writer, processor, self.metrics, config.outbox, self.backlog)

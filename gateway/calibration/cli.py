@@ -31,6 +31,7 @@ import time
 from ..errors import GatewayError
 from ..settings import Table
 from . import export, schedule
+from .attention import needing_attention
 from .config import DEFAULT_DUE_WARNING
 from .records import (CalibrationRecord, Correction, RecordError, SatResult, Sensor, local_text, overdue_from,
                       parse_date, parse_moment, parse_points)
@@ -429,22 +430,8 @@ def _due(args) -> int:
         raise RecordError(f"--within {args.within}: give days >= 0 or a duration such as 12h")
     store, now = gateway.store, time.time()
     records, sats, lives = store.records(), store.sats(), store.lives()
-    sensors = sorted({r.sensor for r in records} | {life.sensor for life in lives}, key=str)
-    rows = []
-    for sensor in sensors:
-        mine = [r for r in records if r.sensor == sensor]
-        status = schedule.status(sensor, mine, [s for s in sats if s.sensor == sensor], now, within)
-        current = [life for life in lives if life.sensor == sensor][-1:] or [None]
-        life = current[0]
-        usage = life is not None and life.state is not None and life.state.exceeded_at is not None
-        if status.state in (schedule.OK, schedule.NONE) and not usage:
-            continue
-        rows.append({"sensor": str(sensor), "state": status.state if status.state != schedule.OK else "ok",
-                     "record": status.record.id if status.record else None,
-                     "due": status.record.due if status.record else None,
-                     "due_in_days": None if status.due_in_days is None else round(status.due_in_days, 2),
-                     "sat_failed_at": export.utc_text(status.sat_failed_at) or None,
-                     "usage_limit_since": export.utc_text(life.state.exceeded_at) if usage else None})
+    sensors = {r.sensor for r in records} | {life.sensor for life in lives}
+    rows = [item.as_dict() for item in needing_attention(records, sats, lives, now, within)]
     if args.json:
         json.dump({"within_days": within / 86400.0, "sensors": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -253,3 +253,43 @@ def test_compiled_life_gives_the_pure_state_in_any_batches(both_impls, batches, 
             {key: (repr(v) if isinstance(v, float) else v) for key, v in states[1].items() if key != "bands"}
         assert {repr(e): repr(s) for e, s in states[0]["bands"].items()} == \
             {repr(e): repr(s) for e, s in states[1]["bands"].items()}
+
+
+# ---------------------------------------------------------------- against the rules, in any batches
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.floats(0.0, 400.0), min_size=1, max_size=4, unique=True), st.data())
+def test_a_record_added_mid_stream_applies_from_its_start_and_due_dates_flip_at_theirs(impl, starts, data):
+    """A stream in random batches; between two batches a record is added
+    (as the gateway does when ``smemet calibration add`` commits).  Every
+    reading gets the offset of the record in force at its time among those
+    known when it is processed -- worked out here from the rule, not by a
+    kernel -- and is uncertain ``calibration-due`` exactly from its record's
+    due moment on."""
+    starts = sorted(starts)
+    offsets = [data.draw(st.floats(-10.0, 10.0)) for _ in starts]
+    dues = [data.draw(st.sampled_from([INF, start + 0.0, start + 30.0])) for start in starts]
+    known = data.draw(st.integers(0, len(starts) - 1))  # records known at first; the next one comes mid-stream
+    kernel = calibration(impl)
+
+    def schedule(n):
+        return [Entry(f"R{k}", starts[k], starts[k + 1] if k + 1 < n else INF, dues[k], offset=offsets[k])
+                for k in range(n)]
+
+    kernel.set_schedule(schedule(known + 1))
+    readings = sorted(data.draw(st.lists(st.floats(0.0, 500.0), min_size=1, max_size=30)))
+    cut = data.draw(st.integers(0, len(readings)))
+    for part, n in ((readings[:cut], known + 1), (readings[cut:], min(known + 2, len(starts)))):
+        if n != len(kernel.ids):
+            kernel.set_schedule(schedule(n))  # the record added between batches
+        values, quality, reasons = run(kernel, part, [100.0] * len(part))
+        entries = schedule(n)
+        for t, value, q, reason, applied in zip(part, values, quality, reasons, kernel.applied):
+            k = next((k for k, e in enumerate(entries) if e.start <= t < e.end), -1)
+            assert applied == k
+            if k < 0:
+                assert (value, q, reason) == (100.0, GOOD, "")
+                continue
+            assert value == 100.0 + offsets[k]
+            overdue = t >= dues[k]
+            assert (q, reason) == ((UNCERTAIN, "calibration-due") if overdue else (GOOD, "")), (t, dues[k])

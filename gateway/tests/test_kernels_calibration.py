@@ -293,3 +293,70 @@ def test_a_record_added_mid_stream_applies_from_its_start_and_due_dates_flip_at_
             assert value == 100.0 + offsets[k]
             overdue = t >= dues[k]
             assert (q, reason) == ((UNCERTAIN, "calibration-due") if overdue else (GOOD, "")), (t, dues[k])
+
+
+def _life_by_the_rules(readings, band, limit_seconds, limit_cycles, max_gap, above=600.0, hysteresis=50.0):
+    """(bands, seconds above, cycles, exceeded_at) of readings (time,
+    value, bad) in processing order, by the rules docs/processing.md states."""
+    bands, seconds, unaccounted, cycles, hot, last, exceeded_at = {}, 0.0, 0.0, 0, False, None, INF
+    for t, value, bad in readings:
+        if bad or (last is not None and t <= last[0]):
+            continue
+        if last is not None:
+            dt = t - last[0]
+            if dt > max_gap:
+                unaccounted += dt
+            else:
+                edge = min(max(math.floor(last[1] / band) * band, math.floor(-300.0 / band) * band),
+                           math.floor(2000.0 / band) * band)
+                bands[edge] = bands.get(edge, 0.0) + dt
+                seconds += dt if last[1] >= above else 0.0
+        if hot and value < above - hysteresis:
+            hot = False
+        elif not hot and value >= above:
+            hot, cycles = True, cycles + 1
+        last = (t, value)
+        if exceeded_at == INF and ((limit_seconds > 0 and seconds > limit_seconds)
+                                   or (limit_cycles > 0 and cycles > limit_cycles)):
+            exceeded_at = t
+    return bands, seconds, unaccounted, cycles, exceeded_at
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.floats(-5.0, 40.0), st.floats(300.0, 900.0), st.booleans()), min_size=1, max_size=60),
+       st.data(), st.sampled_from([50.0, 100.0]), st.sampled_from([0.0, 30.0, 120.0]), st.integers(0, 3))
+def test_life_and_its_usage_limit_follow_the_rules_in_any_batches_and_restarts(impl, steps, data, band, limit_seconds,
+                                                                               limit_cycles):
+    """Readings (sometimes going back in time, some bad) in random
+    batches, with a restart (state stored and loaded into a new kernel) at
+    a random batch boundary: the counts are those of the rules, and every
+    reading from the moment the limit is passed on is uncertain
+    ``usage-limit``, none before it."""
+    clock, readings = 0.0, []
+    for step, value, bad in steps:
+        clock += step
+        readings.append((clock, value, bad and step > 30.0))  # a few bad ones
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(readings)), max_size=3)))
+    restart_at = data.draw(st.sampled_from(cuts)) if cuts else None
+    kernel = life(impl, band=band, limit_seconds=limit_seconds, limit_cycles=limit_cycles, max_gap=30.0)
+    flags, start = [], 0
+    for cut in cuts + [len(readings)]:
+        part = readings[start:cut]
+        if cut == restart_at:  # stored with the batch before, loaded by a new kernel
+            state = kernel.state()
+            kernel = life(impl, band=band, limit_seconds=limit_seconds, limit_cycles=limit_cycles, max_gap=30.0)
+            kernel.load(state)
+        if part:
+            _v, quality, reasons = run(kernel, [r[0] for r in part], [r[1] for r in part],
+                                       bytes(BAD if r[2] else GOOD for r in part))
+            flags += list(zip(quality, reasons))
+        start = cut
+    bands, seconds, unaccounted, cycles, exceeded_at = _life_by_the_rules(readings, band, limit_seconds, limit_cycles,
+                                                                          30.0)
+    state = kernel.state()
+    assert state["seconds_above"] == pytest.approx(seconds, abs=1e-9)
+    assert state["unaccounted"] == pytest.approx(unaccounted, abs=1e-9)
+    assert {edge: s for edge, s in state["bands"].items()} == pytest.approx(bands, abs=1e-9)
+    assert state["cycles"] == cycles and state["exceeded_at"] == exceeded_at
+    assert flags == [(BAD, "") if bad else ((UNCERTAIN, "usage-limit") if t >= exceeded_at else (GOOD, ""))
+                     for t, _value, bad in readings]

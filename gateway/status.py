@@ -199,7 +199,7 @@ class GatewayStatus:
                 out[status.sensor.channel] = {
                     "state": status.state, "record": status.record.id if status.record else None,
                     "due": status.record.due if status.record else None,
-                    "due_in_days": None if status.due_in_days is None else round(status.due_in_days, 1),
+                    "due_in_days": status.due_in_days,  # unrounded: the page shows whole days left (floor)
                     "usage_exceeded": False}
         for sensor, usage in book.usage().items():
             if sensor.node == node:

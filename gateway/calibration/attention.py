@@ -6,6 +6,7 @@ gateway is stopped too."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from . import schedule
@@ -36,11 +37,11 @@ class Attention:
 
     def summary(self) -> str:
         """One short phrase for a table cell: "tc_s overdue 3 d", "tc_b due in 12 d"."""
-        parts = []
+        parts = []  # whole days: a due date 9 calendar days ahead is "due in 9 d" until its end
         if self.state == schedule.DUE_SOON and self.due_in is not None:
-            parts.append(f"due in {self.due_in / 86400.0:.0f} d")
+            parts.append(f"due in {math.floor(self.due_in / 86400.0)} d")
         elif self.state == schedule.OVERDUE and self.due_in is not None:
-            parts.append(f"overdue {-self.due_in / 86400.0:.0f} d")
+            parts.append(f"overdue {math.floor(-self.due_in / 86400.0)} d")
         elif self.state == schedule.SAT_FAILED:
             parts.append("SAT failed")
         if self.usage_limit_since is not None:

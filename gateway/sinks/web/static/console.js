@@ -117,7 +117,7 @@ function calibrationNote(c) {
   const st = c.calibration_status;
   const parts = [];
   if (c.calibration) parts.push(`calibration ${c.calibration}`);
-  if (st && st.state === "due-soon") parts.push(`due in ${Math.round(st.due_in_days)} d (${st.due})`);
+  if (st && st.state === "due-soon") parts.push(`due in ${Math.floor(st.due_in_days)} d (${st.due})`);  // whole days, as smemet nodes
   if (st && st.state === "overdue") parts.push(`calibration overdue since ${st.due}`);
   if (st && st.state === "sat-failed") parts.push("system accuracy test failed");
   if (st && st.usage_exceeded) parts.push("past its usage limit");

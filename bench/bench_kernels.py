@@ -34,7 +34,22 @@ CASES = {
     "Ema": (lambda k: k.Ema(1.0, 5.0), "signal"),
     "RateLimit": (lambda k: k.RateLimit(50.0, 2), "signal"),
     "Aggregate": (lambda k: k.Aggregate(10.0, "mean"), "signal"),
+    "Calibration": (lambda k: _calibration(k, ()), "signal"),
+    "Calibration(points)": (lambda k: _calibration(k, ((600.0, 1.2), (1000.0, 0.9), (1200.0, -0.4), (1400.0, -1.1))),
+                            "signal"),
+    "ThermocoupleLife": (lambda k: k.ThermocoupleLife(100.0, 1100.0, 50.0, 1100.0, 4380 * 3600.0, 0, 1, 300.0),
+                         "signal"),
 }
+
+
+def _calibration(k, points):
+    """Two records, the second in force from the middle of the batch (offset or points)."""
+    from smemet.gateway.calibration.schedule import ScheduleEntry
+
+    kernel = k.Calibration(1, 1, 0)
+    kernel.set_schedule((ScheduleEntry("A", -math.inf, 5_000.0, math.inf, math.inf, 1.0, 0.5, points),
+                         ScheduleEntry("B", 5_000.0, math.inf, math.inf, math.inf, 1.0, -0.25, points)))
+    return kernel
 
 
 def _samples(kind: str, n: int) -> list[float]:
@@ -70,14 +85,14 @@ def run(quick: bool = False) -> dict[str, float]:
     times = [i * 0.1 for i in range(n)]
     ratios: dict[str, float] = {}
     print(f"{n} samples, best of {repeat}")
-    print(f"{'kernel':<14} {'pure ms':>10} {'cython ms':>10} {'speedup':>9}  target {TARGET:.0f}x")
+    print(f"{'kernel':<20} {'pure ms':>10} {'cython ms':>10} {'speedup':>9}  target {TARGET:.0f}x")
     for name, (factory, kind) in CASES.items():
         values = _samples(kind, n)
         t_pure = _best_time(pure, factory, times, values, max(1, repeat // 2))
         t_cython = _best_time(cython, factory, times, values, repeat)
         ratios[name] = t_pure / t_cython
         verdict = "ok" if ratios[name] >= TARGET else "BELOW"
-        print(f"{name:<14} {t_pure * 1e3:>10.2f} {t_cython * 1e3:>10.3f} {ratios[name]:>8.0f}x  {verdict}")
+        print(f"{name:<20} {t_pure * 1e3:>10.2f} {t_cython * 1e3:>10.3f} {ratios[name]:>8.0f}x  {verdict}")
     return ratios
 
 

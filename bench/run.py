@@ -26,6 +26,7 @@ RESULTS = HERE / "results"
 STAGES = [
     ("floor", "bench_floor.py", "cbor2.loads + HMAC per frame; reference decode; node figures"),
     ("kernels", "bench_kernels.py", "each processing kernel, Cython vs pure Python"),
+    ("calibration", "bench_calibration.py", "processing, writer and codec without and with calibration"),
     ("gateway", "bench_gateway.py", "ingest -> verify -> outbox -> processing"),
     ("routes", "bench_routes.py", "MQTT QoS 1 publish rate to a local Mosquitto"),
     ("sparkplug", "bench_sparkplug.py", "Sparkplug B encoder (one core) and sink into a local Mosquitto"),

@@ -25,13 +25,18 @@ IMPLEMENTATION = "cython"
 
 cdef int FORMAT_MARSHAL = 0
 cdef int FORMAT_COLUMNS = 1
+cdef int FORMAT_COLUMNS_CALIBRATED = 2
+cdef int FORMAT_MARSHAL_CALIBRATED = 3
 cdef int NONE_INDEX = 0xFF
 cdef object _dumps = marshal.dumps
 cdef object _loads = marshal.loads
 
 
-cdef bytes _marshalled(tuple channels, tuple times, tuple values, tuple units, bytes quality, tuple reasons):
-    return b"\x00" + _dumps((channels, times, values, units, quality, reasons), 0)  # frame_codec.py: why 0
+cdef bytes _marshalled(tuple channels, tuple times, tuple values, tuple units, bytes quality, tuple reasons,
+                       tuple calibrations):
+    if calibrations is None:
+        return b"\x00" + _dumps((channels, times, values, units, quality, reasons), 0)  # frame_codec.py: why 0
+    return b"\x03" + _dumps((channels, times, values, units, quality, reasons, calibrations), 0)
 
 
 cdef inline void _put_le16(uint8_t* out, Py_ssize_t value) noexcept:
@@ -44,8 +49,9 @@ cdef inline void _put_double(uint8_t* out, double value) noexcept:
     memcpy(out, &value, 8)
 
 
-def pack(channels, times, values, units, quality, reasons):
+def pack(channels, times, values, units, quality, reasons, calibrations=None):
     cdef tuple c = tuple(channels), t = tuple(times), v = tuple(values), u = tuple(units), r = tuple(reasons)
+    cdef tuple a = tuple(calibrations) if calibrations is not None else None
     cdef bytes q = bytes(quality)
     cdef Py_ssize_t n = len(c), i, k, size, at, found_at
     cdef dict names
@@ -53,28 +59,29 @@ def pack(channels, times, values, units, quality, reasons):
     cdef PyObject* found
     cdef bytes encoded
     if n >= 65536:
-        return _marshalled(c, t, v, u, q, r)
+        return _marshalled(c, t, v, u, q, r, a)
     for i in range(n):
         if type(t[i]) is not float:
-            return _marshalled(c, t, v, u, q, r)
+            return _marshalled(c, t, v, u, q, r, a)
         value = v[i]
         if value is not None and type(value) is not float:
-            return _marshalled(c, t, v, u, q, r)
+            return _marshalled(c, t, v, u, q, r, a)
     # the distinct names, in order of first use; index[i] per name of the
     # three columns.  The opener gives equal names as one object, so a
     # pointer comparison with the few known names usually finds it.
     names = {}
     order = []
     cdef PyObject* known[255]
-    cdef uint8_t* index = <uint8_t*> PyMem_Malloc(3 * n + 1)
+    cdef int columns = 3 if a is None else 4
+    cdef uint8_t* index = <uint8_t*> PyMem_Malloc(columns * n + 1)
     cdef int j
     if index == NULL:
         raise MemoryError()
     size = 4
     try:
         k = 0
-        for j in range(3):
-            column = (c, u, r)[j]
+        for j in range(columns):
+            column = (c, u, r, a)[j]
             for i in range(n):
                 name = (<tuple> column)[i]
                 if name is None:
@@ -87,16 +94,16 @@ def pack(channels, times, values, units, quality, reasons):
                         break
                 if found_at < 0:
                     if type(name) is not str:
-                        return _marshalled(c, t, v, u, q, r)
+                        return _marshalled(c, t, v, u, q, r, a)
                     found = PyDict_GetItem(names, name)
                     if found != NULL:
                         found_at = <Py_ssize_t> <object> found
                     else:
                         if k >= NONE_INDEX - 1:
-                            return _marshalled(c, t, v, u, q, r)
+                            return _marshalled(c, t, v, u, q, r, a)
                         encoded = (<str> name).encode("utf-8")
                         if PyBytes_GET_SIZE(encoded) > 65535:
-                            return _marshalled(c, t, v, u, q, r)
+                            return _marshalled(c, t, v, u, q, r, a)
                         names[name] = k
                         order.append(encoded)
                         known[k] = <PyObject*> name
@@ -104,20 +111,20 @@ def pack(channels, times, values, units, quality, reasons):
                         k += 1
                         size += 2 + PyBytes_GET_SIZE(encoded)
                 index[j * n + i] = <uint8_t> found_at
-        return _columns(n, k, size, order, index, t, v, q)
+        return _columns(n, k, size, order, index, t, v, q, a is not None)
     finally:
         PyMem_Free(index)
 
 
 cdef bytes _columns(Py_ssize_t n, Py_ssize_t k, Py_ssize_t size, list order, const uint8_t* index, tuple t,
-                    tuple v, bytes q):
+                    tuple v, bytes q, bint calibrated):
     cdef bytes out, encoded
     cdef uint8_t* p
     cdef Py_ssize_t at, i, length
-    size += 4 * n + (n + 7) // 8 + 16 * n
+    size += 4 * n + (n + 7) // 8 + 16 * n + (n if calibrated else 0)
     out = PyBytes_FromStringAndSize(NULL, size)
     p = <uint8_t*> PyBytes_AS_STRING(out)
-    p[0] = FORMAT_COLUMNS
+    p[0] = FORMAT_COLUMNS_CALIBRATED if calibrated else FORMAT_COLUMNS
     _put_le16(p + 1, n)
     p[3] = <uint8_t> k
     at = 4
@@ -141,6 +148,8 @@ cdef bytes _columns(Py_ssize_t n, Py_ssize_t k, Py_ssize_t size, list order, con
     for i in range(n):
         value = v[i]
         _put_double(p + at + 8 * i, 0.0 if value is None else PyFloat_AS_DOUBLE(value))
+    if calibrated:  # after the values: the calibration column's indexes (frame_codec.py, format 2)
+        memcpy(p + at + 8 * n, index + 3 * n, n)
     return out
 
 
@@ -165,10 +174,11 @@ def unpack(blob):
     cdef tuple times, values
     if size == 0:
         raise ValueError("empty processed-frame record")
-    if p[0] == FORMAT_MARSHAL:
+    if p[0] == FORMAT_MARSHAL or p[0] == FORMAT_MARSHAL_CALIBRATED:
         return _loads(data[1:])
-    if p[0] != FORMAT_COLUMNS:
+    if p[0] != FORMAT_COLUMNS and p[0] != FORMAT_COLUMNS_CALIBRATED:
         raise ValueError(f"unknown processed-frame format {p[0]}")
+    cdef bint calibrated = p[0] == FORMAT_COLUMNS_CALIBRATED
     n = p[1] | (p[2] << 8)
     k = p[3]
     at = 4
@@ -176,7 +186,7 @@ def unpack(blob):
         length = p[at] | (p[at + 1] << 8)
         names.append(PyUnicode_DecodeUTF8(<const char*> p + at + 2, length, NULL))
         at += 2 + length
-    if at + 4 * n + (n + 7) // 8 + 16 * n != size:
+    if at + 4 * n + (n + 7) // 8 + 16 * n + (n if calibrated else 0) != size:
         raise ValueError("processed-frame record has the wrong length")
     channels = _names_tuple(p + at, n, names)
     units = _names_tuple(p + at + n, n, names)
@@ -202,4 +212,6 @@ def unpack(blob):
             item = PyFloat_FromDouble(value)
         Py_INCREF(item)
         PyTuple_SET_ITEM(values, i, item)
+    if calibrated:
+        return channels, times, values, units, quality, reasons, _names_tuple(p + at + 8 * n, n, names)
     return channels, times, values, units, quality, reasons

@@ -17,8 +17,18 @@ Step types and parameters (``*`` = required; see docs/processing.md):
 ================  ==========================================================
 type              parameters
 ================  ==========================================================
-calibration       gain (1.0), offset (0.0) -- or -- coefficients* (list,
-                  ascending powers: c0 + c1*x + ...); not both forms
+calibration       the calibration records in force at each reading's time
+                  (smemet calibration add): require (false), missing
+                  ("bad" | "uncertain"), overdue ("uncertain" | "bad"),
+                  sat_failed ("uncertain" | "bad").  Given gain/offset or
+                  coefficients it is the fixed linear/polynomial step it
+                  was before records existed (still valid: "linear" and
+                  "polynomial" are its names now)
+linear            gain (1.0), offset (0.0): value * gain + offset
+polynomial        coefficients* (list, ascending powers: c0 + c1*x + ...)
+thermocouple_life kind* (thermocouple type: the default limits), band (100 °C),
+                  cycle_above, hysteresis (50 °C), limit_above, limit_hours,
+                  limit_cycles, over_limit ("uncertain" | "bad"), max_gap (300 s)
 thermocouple      kind* ("K" | "S" | "R" | "B"), cold_junction* (°C, or
                   "per-sample" to pass one CJ temperature per sample)
 current_loop      lrv* (value at 4 mA), urv* (value at 20 mA)
@@ -45,6 +55,7 @@ from typing import Any
 
 from . import kernels as _kernels
 from . import quality as codes
+from .calibration.life import LIFE_DEFAULTS
 from .errors import ConfigError
 from .kernels.batch import run_chain as _pure_run_chain
 from .settings import Table, quoted  # works on either twin's kernels (their ``process``)
@@ -84,12 +95,52 @@ _quoted = quoted
 
 # Each builder reads its step and returns (kernel, needs per-sample CJ, drops points).
 
+_FIXED_KEYS = ("gain", "offset", "coefficients")
+_RECORD_KEYS = ("require", "missing", "overdue", "sat_failed")
+
+
 def _calibration(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
-    if p.has("coefficients"):
-        if p.has("gain") or p.has("offset"):
-            raise p.error("coefficients", "give either gain/offset or coefficients, not both")
-        return k.Polynomial(p.numbers("coefficients")), False, False
+    fixed = [key for key in _FIXED_KEYS if p.has(key)]
+    if fixed:  # the step as it was before calibration records: a fixed correction
+        mixed = next((key for key in _RECORD_KEYS if p.has(key)), None)
+        if mixed is not None:
+            raise p.error(mixed, f"applies to calibration records, not to a fixed {fixed[0]!r} correction; "
+                                 "use a 'linear' or 'polynomial' step for that and a 'calibration' step for records")
+        if p.has("coefficients"):
+            return _polynomial(p, k)
+        return _linear(p, k)
+    require = p.boolean("require", False)
+    if p.has("missing") and not require:
+        raise p.error("missing", "applies only with require = true")
+    missing = codes.quality_code(p.choice("missing", ("bad", "uncertain"), "bad")) if require else codes.GOOD
+    overdue = codes.quality_code(p.choice("overdue", ("uncertain", "bad"), "uncertain"))
+    sat_failed = codes.quality_code(p.choice("sat_failed", ("uncertain", "bad"), "uncertain"))
+    return k.Calibration(overdue, sat_failed, missing), False, False
+
+
+def _linear(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
     return k.Linear(p.number("gain", 1.0), p.number("offset", 0.0)), False, False
+
+
+def _polynomial(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
+    if p.has("gain") or p.has("offset"):
+        raise p.error("coefficients", "give either gain/offset or coefficients, not both")
+    return k.Polynomial(p.numbers("coefficients")), False, False
+
+
+def _thermocouple_life(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
+    defaults = LIFE_DEFAULTS[p.choice("kind", tuple(LIFE_DEFAULTS))]
+    band = p.number("band", 100.0, low=1.0, high=1000.0)
+    cycle_above = p.number("cycle_above", defaults.above)
+    hysteresis = p.number("hysteresis", 50.0, low=0.0)
+    limit_above = p.number("limit_above", defaults.above)
+    limit_hours = p.number("limit_hours", defaults.hours, low=0.0)
+    limit_cycles = p.integer("limit_cycles", defaults.cycles, low=0)
+    over = codes.quality_code(p.choice("over_limit", ("uncertain", "bad"), "uncertain"))
+    max_gap = p.duration("max_gap", 300.0, low=1.0)
+    kernel = k.ThermocoupleLife(band, cycle_above, hysteresis, limit_above, limit_hours * 3600.0, limit_cycles,
+                                over, max_gap)
+    return kernel, False, False
 
 
 def _thermocouple(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
@@ -154,7 +205,11 @@ def _aggregate(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
 
 # type -> (builder, its parameter names)
 STEP_TYPES = {
-    "calibration": (_calibration, ("gain", "offset", "coefficients")),
+    "calibration": (_calibration, (*_FIXED_KEYS, *_RECORD_KEYS)),
+    "linear": (_linear, ("gain", "offset")),
+    "polynomial": (_polynomial, ("coefficients",)),
+    "thermocouple_life": (_thermocouple_life, ("kind", "band", "cycle_above", "hysteresis", "limit_above",
+                                               "limit_hours", "limit_cycles", "over_limit", "max_gap")),
     "thermocouple": (_thermocouple, ("kind", "cold_junction")),
     "current_loop": (_current_loop, ("lrv", "urv")),
     "range": (_range, ("min", "max")),
@@ -174,7 +229,9 @@ class Chain:
     takes the per-sample cold junction) are what the batch runners
     (``kernels.process_frames``) run; ``unit`` is the unit of the chain's
     output (None: the node's); ``drops`` says whether a step may drop or
-    aggregate points."""
+    aggregate points.  ``calibration`` and ``life`` are its calibration-record
+    and thermocouple-life kernels, if it has those steps: the processor
+    gives them their records and stored state."""
 
     def __init__(self, steps: Sequence[Mapping[str, Any]], where: str,
                  kernels: ModuleType | None = None, unit: str | None = None) -> None:
@@ -185,6 +242,8 @@ class Chain:
         self.needs_cold_junction = False
         self.drops = False
         self.unit = unit
+        self.calibration: Any = None
+        self.life: Any = None
         built: list[tuple[Any, bool]] = [(k.FlagNonFinite(), False)]
         dropping_step: str | None = None
         for index, step in enumerate(steps):
@@ -204,6 +263,15 @@ class Chain:
                 raise ConfigError(f"{step_where}.cold_junction",
                                   f"a per-sample cold junction must come before the "
                                   f"{dropping_step!r} step, which drops points")
+            if isinstance(kernel, (k.Calibration, k.ThermocoupleLife)):
+                role = "calibration" if isinstance(kernel, k.Calibration) else "life"
+                if getattr(self, role) is not None:
+                    raise ConfigError(f"{step_where}.type", f"a chain takes one {step_type!r} step")
+                if dropping_step is not None:
+                    # both follow each reading: calibration stamps it with its record, life counts its time
+                    raise ConfigError(f"{step_where}.type", f"a {step_type!r} step must come before the "
+                                                            f"{dropping_step!r} step, which drops points")
+                setattr(self, role, kernel)
             if drops_points and dropping_step is None:
                 dropping_step = step_type
             self.needs_cold_junction |= per_sample_cj

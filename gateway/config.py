@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .calibration.config import CalibrationConfig, parse_calibration
 from .errors import ConfigError
 from .ledger.config import parse_ledger
 from .settings import Table
@@ -85,6 +86,7 @@ class GatewayConfig:
     shutdown_grace: float = 5.0  # seconds sinks get to deliver at SIGTERM
     backlog_frames: int = 4096  # frames between admission and processed storage before the links pause
     ledger: Any = None  # LedgerConfig (ledger/config.py): ledger database, signing key, retention, checkpoints
+    calibration: CalibrationConfig = CalibrationConfig()  # [calibration]: due-date warnings
 
     @property
     def routes(self) -> list:
@@ -131,7 +133,7 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
     base = os.path.dirname(os.path.abspath(source))
     kinds = sink_kinds.kinds()
     root = Table(data, f"{source}: ",
-                 ("gateway", "keys", "ingest", "outbox", "metrics", "log", "channels", "modbus", "ledger",
+                 ("gateway", "keys", "ingest", "outbox", "metrics", "log", "channels", "modbus", "ledger", "calibration",
                   *(kind.SECTION for kind in kinds)))
     root.finish()
 
@@ -201,10 +203,11 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
     sinks = {kind.SECTION: kind.parse(data[kind.SECTION], context) for kind in kinds if kind.SECTION in data}
     modbus = _modbus(data["modbus"], source) if "modbus" in data else None
     ledger = parse_ledger(data.get("ledger", {}), source, base)
+    calibration = parse_calibration(data.get("calibration", {}), source)
     return GatewayConfig(
         source=source, gateway_id=gateway_id, keys_file=keys_file, outbox=outbox, udp=udp,
         serial=tuple(serial), metrics=metrics, log=log, channels=channels, units=units, sinks=sinks, modbus=modbus,
-        shutdown_grace=shutdown_grace, backlog_frames=backlog_frames, ledger=ledger,
+        shutdown_grace=shutdown_grace, backlog_frames=backlog_frames, ledger=ledger, calibration=calibration,
     )
 
 

@@ -179,14 +179,15 @@ def _first_received_at_or_after(db: sqlite3.Connection, moment: float) -> int | 
 
 def pack_columns(frame: ProcessedFrame) -> bytes:
     """A processed frame's columns as stored (frame_codec.py has the format)."""
-    return _codec.pack(frame.channels, frame.times, frame.values, frame.units, frame.quality, frame.reasons)
+    return _codec.pack(frame.channels, frame.times, frame.values, frame.units, frame.quality, frame.reasons,
+                       frame.calibrations)
 
 
 def unpack_frame(first_id: int, frame_id: int, node: str, seq: int, kind: int, received: float,
                  columns: bytes) -> ProcessedFrame:
-    channels, times, values, units, quality, reasons = _codec.unpack(columns)
-    return ProcessedFrame(first_id, frame_id, node, seq, kind, received, channels, times, values, units, quality,
-                          reasons)
+    stored = _codec.unpack(columns)  # six columns, a seventh (calibration ids) when the frame had them
+    return ProcessedFrame(first_id, frame_id, node, seq, kind, received, *stored[:6],
+                          calibrations=stored[6] if len(stored) > 6 else None)
 
 
 class Outbox:
@@ -405,10 +406,12 @@ class Outbox:
         found.reverse()
         return found
 
-    def write_processed(self, frames: Sequence[ProcessedFrame], last_frame_id: int) -> int:
+    def write_processed(self, frames: Sequence[ProcessedFrame], last_frame_id: int, also=None) -> int:
         """Store processed frames (ascending, consecutive ids after the last
         stored) and move the processing cursor to ``last_frame_id``,
-        atomically; returns the last measurement id.
+        atomically; returns the last measurement id.  ``also(db,
+        last_frame_id)``, if given, writes what must move with them in the
+        same transaction (the thermocouple lives' counts: calibration/store.py).
 
         No fsync of its own: any later durable commit (the next frame group,
         a sink's cursor) carries it, and a sink can only advance its cursor
@@ -434,6 +437,8 @@ class Outbox:
                            ((PROCESSING, last_frame_id), (MEASUREMENTS, last_id)))
             if noted:
                 _write_cursors(db, noted)
+            if also is not None:
+                also(db, last_frame_id)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)

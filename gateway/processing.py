@@ -14,6 +14,14 @@ lives in memory; at start the processing stage runs the frames processed in
 the last ``warmup_s`` through the chains again, output discarded
 (``warm_up``), so an open aggregation window, a Hampel window or an EMA
 continues where it stopped.
+
+With a ``CalibrationBook`` (calibration/book.py: when a chain has a
+``calibration`` or ``thermocouple_life`` step) the chains' calibration
+kernels get their records and their life kernels their stored counts when
+built; before every batch the book takes what ``smemet calibration``
+changed, and the processing stage stores the counts a batch moved in the
+batch's own transaction (``write_state`` / ``state_written``).  During
+warm-up nothing is counted.
 """
 
 from __future__ import annotations
@@ -40,8 +48,10 @@ class Processor:
         units_for: Callable[[str, str], str | None] = lambda node, channel: None,
         kernels: ModuleType | None = None,
         warmup_s: float = 0.0,
+        calibration=None,
     ) -> None:
         self.warmup_s = warmup_s
+        self.calibration = calibration  # a CalibrationBook, or None: no chain needs one
         self._steps_for = steps_for
         self._units_for = units_for
         self._kernels = kernels if kernels is not None else _active_kernels.load_active()
@@ -55,7 +65,10 @@ class Processor:
         steps = self._steps_for(node, channel)
         if steps is None:
             return None
-        return chain_from_config(steps, f"channels.{node}/{channel}", self._kernels, self._units_for(node, channel))
+        chain = chain_from_config(steps, f"channels.{node}/{channel}", self._kernels, self._units_for(node, channel))
+        if self.calibration is not None and (chain.calibration is not None or chain.life is not None):
+            self.calibration.attach(node, channel, chain)
+        return chain
 
     def chain(self, node: str, channel: str) -> Chain | None:
         channels = self.by_node.setdefault(node, {})
@@ -67,10 +80,30 @@ class Processor:
         """The processed frames of ``frames`` (frame ids from
         ``first_frame_id``), measurement ids from ``first_id``; frames left
         without measurements are not returned."""
+        if self.calibration is not None:
+            self.calibration.refresh()
         return self._kernels.process_frames(list(frames), first_frame_id, first_id, self)
 
     def warm_up(self, frames: Sequence[OpenedFrame], batch: int) -> None:
         """Run already processed frames through the chains again, output
-        discarded, so their state continues where the previous run left it."""
-        for start in range(0, len(frames), batch):
-            self.process(frames[start:start + batch], 0, 0)
+        discarded, so their state continues where the previous run left it
+        (nothing is counted again: the thermocouple lives stand still)."""
+        if self.calibration is not None:
+            self.calibration.counting(False)
+        try:
+            for start in range(0, len(frames), batch):
+                self.process(frames[start:start + batch], 0, 0)
+        finally:
+            if self.calibration is not None:
+                self.calibration.counting(True)
+
+    @property
+    def write_state(self) -> Callable | None:
+        """What to store with a batch's processed frames, in their
+        transaction (``Outbox.write_processed(..., also=)``), or None."""
+        return self.calibration.write_state if self.calibration is not None else None
+
+    def state_written(self) -> None:
+        """That transaction committed."""
+        if self.calibration is not None:
+            self.calibration.state_written()

@@ -104,7 +104,8 @@ class ProcessingStage:
     def _process(self, frames: Sequence[OpenedFrame], first_frame_id: int) -> list[ProcessedFrame]:
         """Writer thread: process, store with the cursor, one transaction."""
         processed = self._processor.process(frames, first_frame_id, self._outbox.last_measurement_id + 1)
-        self._outbox.write_processed(processed, first_frame_id + len(frames) - 1)
+        self._outbox.write_processed(processed, first_frame_id + len(frames) - 1, also=self._processor.write_state)
+        self._processor.state_written()
         return processed
 
     def _note_status(self, frames: Sequence[OpenedFrame]) -> None:

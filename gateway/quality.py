@@ -36,6 +36,11 @@ REASON_TABLE = (
     ("no-good-data", "aggregation window held no good or uncertain sample"),
     ("uncertain-inputs", "aggregation window included uncertain samples"),
     ("no-cold-junction", "per-sample cold junction: the frame has no <channel>.cj reading at that time"),
+    ("calibration-due", "taken after the due date of the sensor's calibration record in force"),
+    ("no-calibration", "the calibration step requires a record and none was in force at the reading's time"),
+    ("sat-failed", "a system accuracy test failed and no new calibration has been recorded since"),
+    ("usage-limit", "the thermocouple is past its usage limit (hours above a temperature or heat cycles)"),
+    ("outside-calibration", "the reading lies outside the calibrated points (the nearest point's correction applied)"),
 )
 REASON_NAMES = tuple(name for name, _meaning in REASON_TABLE)
 
@@ -56,6 +61,11 @@ RATE_OF_CHANGE = 13
 NO_GOOD_DATA = 14
 UNCERTAIN_INPUTS = 15
 NO_COLD_JUNCTION = 16
+CALIBRATION_DUE = 17
+NO_CALIBRATION = 18
+SAT_FAILED = 19
+USAGE_LIMIT = 20
+OUTSIDE_CALIBRATION = 21
 
 _QUALITY_BY_NAME = {name: code for code, name in enumerate(QUALITY_NAMES)}
 _REASON_BY_NAME = {name: code for code, name in enumerate(REASON_NAMES)}

@@ -20,6 +20,8 @@ from . import native, sinks
 from .acks import Acker
 from .admission import Admission
 from .backpressure import Backlog
+from .calibration.book import CalibrationBook
+from .calibration.config import uses_records
 from .chains import warmup_seconds
 from .commit import GroupCommit
 from .config import GatewayConfig
@@ -68,6 +70,7 @@ class Gateway:
         self._modbus_stop = asyncio.Event()
         self._pollers: asyncio.Task | None = None
         self.modbus_states: dict = {}  # device name -> DeviceState (modbus/poller.py), for status pages
+        self.calibration: CalibrationBook | None = None  # when a chain applies records or counts a life
         self._tasks: list[asyncio.Task] = []
         self._started_sinks: list[Sink] = []
         self._metrics_server = None
@@ -86,7 +89,14 @@ class Gateway:
         book.covered_frame_id = outbox.last_frame_id
         acker = Acker(self.keys.get)
         self.metrics.live_counter("acks_sent", "ACK frames sent, by status", "status", lambda: acker.sent)
-        processor = Processor(config.steps_for, config.unit_for, warmup_s=warmup_seconds(config.channels))
+        if uses_records(config.channels):
+            calibration = CalibrationBook(config.outbox.path, config.calibration)
+            calibration.start()
+            self._calibration_metrics = calibration.collector()
+            self.metrics.registry.register(self._calibration_metrics)
+            self.calibration = calibration
+        processor = Processor(config.steps_for, config.unit_for, warmup_s=warmup_seconds(config.channels),
+                              calibration=self.calibration)
         self.processing = ProcessingStage(outbox, self.writer, processor, self.metrics, config.outbox, self.backlog)
         self.commit = GroupCommit(outbox, self.writer, book, acker, self.metrics, config.outbox, self.backlog,
                                   self.processing.submit)
@@ -218,6 +228,9 @@ class Gateway:
             server, _thread = self._metrics_server
             server.shutdown()
             server.server_close()
+        if self.calibration is not None:
+            self.metrics.registry.unregister(self._calibration_metrics)
+            self.calibration.close()
         if self.outbox is not None:
             self.outbox.close()
         gc.unfreeze()

@@ -109,6 +109,7 @@ class Measurement:
     quality: str = QUALITY_GOOD
     reason: str | None = None
     kind: str = "data"  # "data" or "status"
+    calibration: str | None = None  # id of the calibration record that corrected it
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,12 @@ class ProcessedFrame:
     Measurement ``i`` has id ``first_id + i`` (``offsets`` set: ``first_id +
     offsets[i]``, for a selection of a frame's measurements).  A frame whose
     measurements a chain dropped entirely is never made; every
-    ProcessedFrame holds at least one measurement."""
+    ProcessedFrame holds at least one measurement.
+
+    ``calibrations``: per measurement the id of the calibration record
+    applied to it (None: none); the whole column is None when no
+    measurement of the frame has one, which is what frames without a
+    ``calibration`` step always have (nothing is stored or written for it)."""
 
     first_id: int
     frame_id: int
@@ -133,6 +139,7 @@ class ProcessedFrame:
     quality: bytes  # codes, QUALITY_NAMES[code]
     reasons: Sequence[str | None]
     offsets: tuple[int, ...] | None = field(default=None)
+    calibrations: Sequence[str | None] | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -157,7 +164,8 @@ class ProcessedFrame:
         if type(value) is bytes:
             value = value.hex()  # a byte-string reading travels as hex text
         return Measurement(self.id_of(i), self.node, self.seq, self.channels[i], self.times[i], value, self.units[i],
-                           QUALITY_NAMES[self.quality[i]], self.reasons[i], KIND_NAMES[self.kind])
+                           QUALITY_NAMES[self.quality[i]], self.reasons[i], KIND_NAMES[self.kind],
+                           self.calibrations[i] if self.calibrations is not None else None)
 
     def measurements(self) -> Iterator[Measurement]:
         return (self.measurement(i) for i in range(len(self.channels)))
@@ -172,6 +180,7 @@ class ProcessedFrame:
             tuple(self.channels[i] for i in indexes), tuple(self.times[i] for i in indexes),
             tuple(self.values[i] for i in indexes), tuple(self.units[i] for i in indexes),
             bytes(self.quality[i] for i in indexes), tuple(self.reasons[i] for i in indexes), offsets,
+            _picked(self.calibrations, indexes),
         )
 
     def after(self, last_id: int) -> ProcessedFrame | None:
@@ -181,6 +190,14 @@ class ProcessedFrame:
             return self
         keep = [i for i in range(len(self.channels)) if self.id_of(i) > last_id]
         return self.pick(keep) if keep else None
+
+
+def _picked(calibrations: Sequence[str | None] | None, indexes: Sequence[int]) -> tuple[str | None, ...] | None:
+    """The calibration column of a selection (None when none is left)."""
+    if calibrations is None:
+        return None
+    picked = tuple(calibrations[i] for i in indexes)
+    return picked if any(stamp is not None for stamp in picked) else None
 
 
 @dataclass(frozen=True, slots=True)

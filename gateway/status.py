@@ -185,6 +185,28 @@ class GatewayStatus:
         and parameters, in order); empty when it passes unprocessed."""
         return [dict(step) for step in self._gateway.config.steps_for(node, channel) or ()]
 
+    def calibration(self, node: str) -> dict[str, dict]:
+        """Per channel of ``node`` with a calibration record or a counted
+        thermocouple life: its calibration now (state, record in force, due
+        date, days until overdue) and whether it is past its usage limit.
+        Empty when no chain uses calibration records."""
+        book = self._gateway.calibration
+        if book is None:
+            return {}
+        out: dict[str, dict] = {}
+        for status in book.statuses():
+            if status.sensor.node == node:
+                out[status.sensor.channel] = {
+                    "state": status.state, "record": status.record.id if status.record else None,
+                    "due": status.record.due if status.record else None,
+                    "due_in_days": status.due_in_days,  # unrounded: the page shows whole days left (floor)
+                    "usage_exceeded": False}
+        for sensor, usage in book.usage().items():
+            if sensor.node == node:
+                out.setdefault(sensor.channel, {"state": "none", "record": None, "due": None, "due_in_days": None,
+                                                "usage_exceeded": False})["usage_exceeded"] = usage.exceeded
+        return out
+
     def unit_for(self, node: str, channel: str) -> str | None:
         """The unit its chain produces (None: the node's own)."""
         return self._gateway.config.unit_for(node, channel)

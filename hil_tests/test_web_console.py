@@ -57,7 +57,8 @@ def _plant_nodes() -> list[PlantNode]:
 class ConsoleSite:
     """A gateway process with its console on, the plant sending to it."""
 
-    def __init__(self, directory: Path, broker, nodes: list[PlantNode], registered: list[str]) -> None:
+    def __init__(self, directory: Path, broker, nodes: list[PlantNode], registered: list[str],
+                 chains: str = CHAINS) -> None:
         self.web_port = free_port()
         keys = {name: node_key(name) for name in registered}
         route = broker.route_table("partner-a", include=["furnace-*/*", "flow-*/*"], exclude=["*/debug*"],
@@ -65,7 +66,7 @@ class ConsoleSite:
         self.gateway = GatewayProcess(directory, keys, [route],
                                       extra={"web": {"bind": "127.0.0.1", "port": self.web_port, "history": "60s"}})
         with open(self.gateway.config_path, "a") as f:
-            f.write(CHAINS)
+            f.write(chains)
         self.gateway.start()
         self.plant = Plant(self.gateway.address, nodes).start() if nodes else None
         self.url = f"http://127.0.0.1:{self.web_port}/"
@@ -329,3 +330,46 @@ def test_demo_prints_the_console_url_and_the_page_shows_its_three_nodes_live(tmp
         demo.stdout.close()
     assert demo.returncode == 0, "".join(output)
     assert re.search(r"demo: 3 nodes, \d+ measurements delivered, 0 lost", "".join(output))
+
+
+def test_a_channel_shows_the_calibration_record_behind_its_value_and_its_due_date(tmp_path, make_broker):
+    """A record added with ``smemet calibration add`` while the console is
+    open: the oven's channel shows the corrected value, the record's id and
+    that it is due soon, under its chain; the record of an overdue sensor
+    shows in red (docs/processing.md)."""
+    import datetime as dt
+    import subprocess
+    import sys
+
+    broker = make_broker()
+    chains = CHAINS + '\n[channels."oven-*/*"]\nsteps = [{ type = "calibration" }]\n'
+    nodes = [PlantNode("oven-5", "tc", "Cel", 850.0), PlantNode("oven-6", "tc", "Cel", 850.0)]
+    site = ConsoleSite(tmp_path / "gateway", broker, nodes, ["oven-5", "oven-6"], chains=chains)
+    outbox = site.gateway.directory / "outbox.db"
+    try:
+        today = dt.date.today()
+        for node, certificate, due, offset in (("oven-5", "OV-5-2026", today + dt.timedelta(days=9), 400.0),
+                                               ("oven-6", "OV-6-2025", today - dt.timedelta(days=2), 0.0)):
+            added = subprocess.run(
+                [sys.executable, "-m", "smemet", "calibration", "add", f"{node}/tc", "--certificate", certificate,
+                 "--lab", "Lab", "--date", (today - dt.timedelta(days=300)).isoformat(), "--due", due.isoformat(),
+                 "--offset", str(offset), "--uncertainty", "1.0", "--outbox", str(outbox)],
+                capture_output=True, text=True, timeout=60)
+            assert added.returncode == 0, added.stderr
+        with chromium(tmp_path / "browser", height=1000) as browser:
+            browser.get(site.url + "#/node/oven-5")
+            found = wait_for(browser, lambda b: (r := row(b, "channel", "tc")) and "OV-5-2026" in r["text"] and r,
+                             "oven-5/tc naming its calibration record")
+            processing = found["cells"]["Processing"]
+            assert "calibration OV-5-2026" in processing and "due in 9 d" in processing
+            assert not found["error"]  # due soon is a notice, not an alarm
+            value = float(found["cells"]["Value"].split()[0].replace(",", ""))
+            assert 1240.0 < value < 1260.0  # 850 ± 1 % + the 400 °C offset: the corrected value
+            browser.get(site.url + "#/node/oven-6")
+            overdue = wait_for(browser, lambda b: (r := row(b, "channel", "tc")) and r["error"]
+                               and r["quality"] == "uncertain" and r, "oven-6/tc's overdue calibration in red")
+            assert "calibration OV-6-2025" in overdue["error"]  # readings from its valid-from on name it...
+            assert "calibration overdue since" in overdue["error"] and "calibration-due" in overdue["text"]  # ...and are doubted
+            screenshot(browser, tmp_path, "console-calibration")
+    finally:
+        site.close()

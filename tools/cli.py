@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "smemet.decode",
     "smemet.firmware_tool",
     "smemet.gateway.cli",
+    "smemet.gateway.calibration.cli",
     "smemet.nodes",
     "smemet.commission",
     "smemet.flash",

@@ -45,6 +45,10 @@ from .errors import UserError
 from .gateway_toml import write_gateway_config
 
 PREFIX = "smemet"
+# The furnace thermocouples apply calibration records: none at first (values
+# pass unchanged); `smemet calibration add furnace-1/tc_s ... --gateway-config
+# <the printed config>` corrects them from then on, each message naming it.
+CHANNELS = {"furnace-*/tc_*": [{"type": "calibration"}]}
 SPARKPLUG_GROUP, SPARKPLUG_EDGE = "smemet-demo", "demo-gw"
 WEB_PORT = 8470  # the console's default port (docs/gateway.toml)
 INSTITUTE = "institute"  # the second route's topic prefix
@@ -326,7 +330,8 @@ class Demo:
         for attempt in (1, 2):
             self.config_path = write_gateway_config(directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
                                                     routes=routes, keys_file=str(keys_file), gateway_id="demo-gw",
-                                                    sparkplug=sparkplug, opcua=opcua, web_port=self.web_port)
+                                                    sparkplug=sparkplug, opcua=opcua, web_port=self.web_port,
+                                                    channels=CHANNELS)
             try:
                 config = load_config(str(self.config_path))
                 self.gateway = Gateway(config)

@@ -33,6 +33,7 @@ class GatewayFiles:
     metrics_url: str | None = None  # Prometheus endpoint, when enabled
     udp_port: int | None = None
     source: str = ""  # the gateway.toml, for messages
+    due_warning: float | None = None  # [calibration] due_warning (s); None: the default
 
 
 def from_config(path: str) -> GatewayFiles:
@@ -51,7 +52,7 @@ def from_config(path: str) -> GatewayFiles:
         host = f"[{host}]" if ":" in host else host
         metrics = f"http://{host}:{config.metrics.port}/metrics"
     udp = config.udp.port if config.udp is not None else None
-    return GatewayFiles(config.keys_file, config.outbox.path, metrics, udp, path)
+    return GatewayFiles(config.keys_file, config.outbox.path, metrics, udp, path, config.calibration.due_warning)
 
 
 def gateway_files(gateway_config: str | None, keys: str | None, metrics: str | None = None,
@@ -144,6 +145,32 @@ def outbox_view(path: str | None):
     from smemet.gateway.outbox_view import OutboxView
 
     return OutboxView.open(path)
+
+
+def calibration_attention(path: str | None, due_warning: float | None, now: float) -> list:
+    """The sensors needing calibration attention (calibration/attention.py),
+    from the outbox's calibration tables; [] without them (an older outbox,
+    or none readable: the node table still shows)."""
+    import sqlite3
+
+    from smemet.gateway.calibration.attention import needing_attention
+    from smemet.gateway.calibration.config import DEFAULT_DUE_WARNING
+    from smemet.gateway.calibration.store import CalibrationStore
+    from smemet.gateway.errors import GatewayError
+
+    if not path:
+        return []
+    try:
+        store = CalibrationStore.open(path, readonly=True)
+    except GatewayError:
+        return []
+    try:
+        return needing_attention(store.records(), store.sats(), store.lives(), now,
+                                 DEFAULT_DUE_WARNING if due_warning is None else due_warning)
+    except sqlite3.Error:  # no calibration tables yet
+        return []
+    finally:
+        store.close()
 
 
 def age_text(then: float | None, now: float | None = None) -> str:

@@ -26,7 +26,7 @@ def _value(value) -> str:
 def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: list[dict] = (),
                  keys_file: str = "keys.toml", gateway_id: str = "smemet-gw", bind: str = "127.0.0.1",
                  log_level: str = "warning", sparkplug: dict | None = None, opcua: dict | None = None,
-                 web_port: int | None = None) -> str:
+                 web_port: int | None = None, channels: dict[str, list[dict]] | None = None) -> str:
     lines = [
         "[gateway]", f"id = {_value(gateway_id)}", "shutdown_grace = 3.0", "",
         "[keys]", f"file = {_value(keys_file)}", "",
@@ -41,6 +41,11 @@ def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: l
         lines.append("")
     if web_port is not None:  # the web console, loopback only: open without a login
         lines += ["[web]", 'bind = "127.0.0.1"', f"port = {web_port}", ""]
+    for pattern, steps in (channels or {}).items():  # processing chains: "node/channel" glob -> steps
+        for step in steps:
+            lines.append(f"[[channels.{_value(pattern)}.steps]]")
+            lines += [f"{key} = {_value(value)}" for key, value in step.items()]
+            lines.append("")
     for route in routes:
         lines.append("[[routes]]")
         lines += [f"{key} = {_value(value)}" for key, value in route.items()]

@@ -1,7 +1,9 @@
 """``smemet nodes``: the nodes a gateway knows — registered in its key
 store — with when each was last seen, how many frames it still holds
 unacknowledged (store depth), its firmware version, uptime and last reset
-cause, and the gateway's frame rejects by reason.
+cause, the gateway's frame rejects by reason, and its sensors that need
+calibration attention (due soon, overdue, a failed system accuracy test, a
+thermocouple past its usage limit; docs/processing.md).
 
 Sources: the key store (who is registered), the metrics endpoint (last seen
 and store depth of the running gateway), the outbox (the newest status frame
@@ -52,6 +54,9 @@ def collect(files: gateway_state.GatewayFiles, now: float | None = None) -> dict
         raise UserError(problem or f"cannot read the gateway's state: no metrics endpoint and the outbox "
                         f"{files.outbox or '(unknown)'} is not readable; run as the gateway's user "
                         "(sudo -u smemet smemet nodes ...)")
+    attention: dict[str, list] = {}
+    for item in gateway_state.calibration_attention(files.outbox, files.due_warning, now):
+        attention.setdefault(item.sensor.node, []).append(item)
     rows = []
     try:
         for node in sorted(keys):
@@ -77,6 +82,8 @@ def collect(files: gateway_state.GatewayFiles, now: float | None = None) -> dict
                 "cfg_ver": status.get("cfg_ver"),
                 "store_dropped": status.get("store_dropped"),
                 "rejects": node_rejects,
+                "calibration": [item.as_dict() for item in attention.get(node, ())],
+                "calibration_summary": "; ".join(item.summary() for item in attention.get(node, ())) or None,
             })
     finally:
         if outbox:
@@ -96,7 +103,8 @@ def _cell(value, missing: str = "—") -> str:
 
 
 def render(state: dict, now: float | None = None) -> str:
-    header = f"{'node':<24} {'last seen':>10} {'store depth':>11} {'fw':<10} {'uptime':>8}  {'reset cause':<14} rejects"
+    header = (f"{'node':<24} {'last seen':>10} {'store depth':>11} {'fw':<10} {'uptime':>8}  {'reset cause':<14} "
+              f"{'rejects':<16} calibration")
     lines = [header, "-" * len(header)]
     for row in state["nodes"]:
         uptime = row["uptime_s"]
@@ -104,7 +112,8 @@ def render(state: dict, now: float | None = None) -> str:
         lines.append(
             f"{row['node'][:24]:<24} {gateway_state.age_text(row['last_seen'], now):>10} "
             f"{_cell(row['store_depth']):>11} {_cell(row['fw']):<10} "
-            f"{(_cell(uptime) + 's') if uptime is not None else '—':>8}  {_cell(row['reset_cause']):<14} {rejects}"
+            f"{(_cell(uptime) + 's') if uptime is not None else '—':>8}  {_cell(row['reset_cause']):<14} {rejects:<16} "
+            f"{row.get('calibration_summary') or '—'}"
         )
     if not state["nodes"]:
         lines.append("(no nodes registered: add one with smemet commission or smemet gateway keys add)")

@@ -24,6 +24,8 @@ KERNEL_NAMES = (
     "Ema",
     "RateLimit",
     "Aggregate",
+    "Calibration",
+    "ThermocoupleLife",
     "celsius_to_emf",
     "emf_to_celsius",
 )
@@ -55,6 +57,8 @@ Deadband = _active.Deadband
 Ema = _active.Ema
 RateLimit = _active.RateLimit
 Aggregate = _active.Aggregate
+Calibration = _active.Calibration
+ThermocoupleLife = _active.ThermocoupleLife
 celsius_to_emf = _active.celsius_to_emf
 emf_to_celsius = _active.emf_to_celsius
 

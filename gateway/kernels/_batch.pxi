@@ -142,6 +142,7 @@ cdef class _Buffers:
     cdef unsigned char* reasons
     cdef double* cold_junction
     cdef Py_ssize_t* sources      # per member slot: the member an output stands for
+    cdef Py_ssize_t* stamp        # per output slot of a calibrated chain: the record entry applied, or -1
     cdef Py_ssize_t* out_first    # per record: its first output (prefix sums), size records + 1
     cdef Py_ssize_t* out_order    # outputs sorted by record: (group entry index)
     cdef Py_ssize_t* cursor
@@ -158,12 +159,13 @@ cdef class _Buffers:
         self.reasons = <unsigned char*> PyMem_Malloc(size)
         self.cold_junction = <double*> PyMem_Malloc(size * sizeof(double))
         self.sources = <Py_ssize_t*> PyMem_Malloc(size * sizeof(Py_ssize_t))
+        self.stamp = <Py_ssize_t*> PyMem_Malloc(size * sizeof(Py_ssize_t))
         self.out_first = <Py_ssize_t*> PyMem_Malloc((size + 1) * sizeof(Py_ssize_t))
         self.out_order = <Py_ssize_t*> PyMem_Malloc(size * sizeof(Py_ssize_t))
         self.cursor = <Py_ssize_t*> PyMem_Malloc((size + 1) * sizeof(Py_ssize_t))
         if (self.group_of == NULL or self.members == NULL or self.group_start == NULL or self.group_kept == NULL
                 or self.times == NULL or self.values == NULL or self.quality == NULL or self.reasons == NULL
-                or self.cold_junction == NULL or self.sources == NULL or self.out_first == NULL
+                or self.cold_junction == NULL or self.sources == NULL or self.stamp == NULL or self.out_first == NULL
                 or self.out_order == NULL or self.cursor == NULL):
             raise MemoryError()
 
@@ -178,6 +180,7 @@ cdef class _Buffers:
         PyMem_Free(self.reasons)
         PyMem_Free(self.cold_junction)
         PyMem_Free(self.sources)
+        PyMem_Free(self.stamp)
         PyMem_Free(self.out_first)
         PyMem_Free(self.out_order)
         PyMem_Free(self.cursor)
@@ -333,9 +336,13 @@ cdef list _finish(_Buffers buf, list frames, Py_ssize_t* frame_start, Py_ssize_t
             buf.cursor[k] += 1
     # 4. the processed frames
     cdef list out = []
-    cdef list o_channels, o_times, o_values, o_units, o_reasons
+    cdef list o_channels, o_times, o_values, o_units, o_reasons, o_stamps
     cdef bytearray o_quality
     cdef list chain_units = [chain.unit for chain in chains]
+    # calibrated chains: the record ids their outputs name (None: not calibrated)
+    cdef list chain_ids = [chain.calibration.ids if chain.calibration is not None else None for chain in chains]
+    cdef bint any_calibrated = any(ids is not None for ids in chain_ids), stamped
+    cdef Py_ssize_t entry
     for f in range(n_frames):
         frame = frames[f]
         start = frame_start[f]
@@ -362,7 +369,7 @@ cdef list _finish(_Buffers buf, list frames, Py_ssize_t* frame_start, Py_ssize_t
             out.append(_make_frame(next_id, first_frame_id + f, frame, _KIND_DATA if frame.content_type == _CT_SENML_OBJECT
                                    else _KIND_STATUS, _list_as_tuple(names), _list_as_tuple(times),
                                    _list_as_tuple(values), _list_as_tuple(units), bytes(quality_in),
-                                   _list_as_tuple(reasons_in)))
+                                   _list_as_tuple(reasons_in), None))
             next_id += n
             continue
         o_channels = []
@@ -370,6 +377,8 @@ cdef list _finish(_Buffers buf, list frames, Py_ssize_t* frame_start, Py_ssize_t
         o_values = []
         o_units = []
         o_reasons = []
+        o_stamps = [] if any_calibrated else None
+        stamped = False
         o_quality = bytearray(n)
         quality_codes = <const unsigned char*> PyByteArray_AS_STRING(quality_in)
         k = 0  # measurements written
@@ -383,6 +392,8 @@ cdef list _finish(_Buffers buf, list frames, Py_ssize_t* frame_start, Py_ssize_t
                 o_units.append(units[r])
                 _put_code(o_quality, k, quality_codes[r])
                 o_reasons.append(reasons_in[r])
+                if o_stamps is not None:
+                    o_stamps.append(None)
                 k += 1
                 continue
             unit = chain_units[g]
@@ -405,12 +416,20 @@ cdef list _finish(_Buffers buf, list frames, Py_ssize_t* frame_start, Py_ssize_t
                     o_reasons.append(reasons_in[r])
                 else:
                     o_reasons.append(_REASON_NAMES[code] or None)
+                if o_stamps is not None:
+                    entry = buf.stamp[m] if chain_ids[g] is not None else -1
+                    if entry >= 0:
+                        o_stamps.append((<tuple> chain_ids[g])[entry])
+                        stamped = True
+                    else:
+                        o_stamps.append(None)
                 k += 1
         if k == 0:
             continue
         out.append(_make_frame(next_id, first_frame_id + f, frame, _KIND_DATA, _list_as_tuple(o_channels),
                                _list_as_tuple(o_times), _list_as_tuple(o_values), _list_as_tuple(o_units),
-                               bytes(o_quality[:k]) if k != n else bytes(o_quality), _list_as_tuple(o_reasons)))
+                               bytes(o_quality[:k]) if k != n else bytes(o_quality), _list_as_tuple(o_reasons),
+                               _list_as_tuple(o_stamps) if stamped else None))
         next_id += k
     return out
 
@@ -432,13 +451,13 @@ cdef object _new_frame = _ProcessedFrame.__new__
 
 
 cdef object _make_frame(Py_ssize_t first_id, frame_id, object frame, int kind, tuple channels, tuple times,
-                        tuple values, tuple units, bytes quality, tuple reasons):
+                        tuple values, tuple units, bytes quality, tuple reasons, object calibrations):
     """A ProcessedFrame, its fields set as the frozen dataclass's __init__
     sets them (object.__setattr__) but without a Python frame per field."""
     made = _new_frame(_ProcessedFrame)
     fields = (first_id, frame_id, frame.node, frame.seq, kind, frame.received, channels, times, values, units,
-              quality, reasons, None)
-    for k in range(13):
+              quality, reasons, None, calibrations)
+    for k in range(14):
         PyObject_GenericSetAttr(made, _FIELDS[k], fields[k])
     return made
 
@@ -459,12 +478,15 @@ cdef int _run_group(_Buffers buf, Py_ssize_t g, object chain, Py_ssize_t start, 
     """One chain over its members' slots; then which member each output
     stands for (buf.sources[start + k])."""
     cdef double* inputs = <double*> PyMem_Malloc((n if n else 1) * sizeof(double))
-    cdef Py_ssize_t kept, k
+    cdef Py_ssize_t kept, k, source
     cdef bint identity
+    cdef Calibration calibration = chain.calibration
     if inputs == NULL:
         raise MemoryError()
     try:
         memcpy(inputs, buf.times + start, n * sizeof(double))
+        if calibration is not None:
+            calibration.reserve(n)
         kept = _run_kernels(chain, buf.times + start, buf.values + start, buf.quality + start, buf.reasons + start,
                             buf.cold_junction + start if chain.needs_cold_junction else NULL, n)
         buf.group_kept[g] = kept
@@ -479,6 +501,15 @@ cdef int _run_group(_Buffers buf, Py_ssize_t g, object chain, Py_ssize_t start, 
                 buf.sources[start + k] = k
         else:
             _origins(inputs, n, buf.times + start, kept, buf.sources + start)
+        if calibration is not None:  # batch._run_group: the record each output names
+            if calibration._short:
+                raise MemoryError("the calibration kernel could not record the entries applied")
+            for k in range(kept):
+                source = buf.sources[start + k]
+                if buf.times[start + k] == inputs[source]:
+                    buf.stamp[start + k] = calibration._applied[source]
+                else:
+                    buf.stamp[start + k] = calibration._entry_at(buf.times[start + k])
     finally:
         PyMem_Free(inputs)
     return 0

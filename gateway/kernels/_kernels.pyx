@@ -9,12 +9,13 @@ two give bit-identical results.
 """
 
 cimport cython
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawRealloc
 from libc.math cimport INFINITY, NAN, exp, expm1, fabs, floor, isfinite
 
 from .. import quality as _codes
 from . import its90 as _its90
-from .pure import ALPHA_REUSE as _ALPHA_REUSE
+from .pure import ALPHA_REUSE as _ALPHA_REUSE, LIFE_HIGH_C as _LIFE_HIGH_C, LIFE_LOW_C as _LIFE_LOW_C
+from .pure import schedule_entries as _schedule_entries
 
 IMPLEMENTATION = "cython"
 
@@ -37,6 +38,11 @@ cdef unsigned char R_SPIKE_REPLACED = _codes.SPIKE_REPLACED
 cdef unsigned char R_RATE_OF_CHANGE = _codes.RATE_OF_CHANGE
 cdef unsigned char R_NO_GOOD_DATA = _codes.NO_GOOD_DATA
 cdef unsigned char R_UNCERTAIN_INPUTS = _codes.UNCERTAIN_INPUTS
+cdef unsigned char R_CALIBRATION_DUE = _codes.CALIBRATION_DUE
+cdef unsigned char R_NO_CALIBRATION = _codes.NO_CALIBRATION
+cdef unsigned char R_SAT_FAILED = _codes.SAT_FAILED
+cdef unsigned char R_USAGE_LIMIT = _codes.USAGE_LIMIT
+cdef unsigned char R_OUTSIDE_CALIBRATION = _codes.OUTSIDE_CALIBRATION
 
 
 cdef Py_ssize_t _length(double[::1] times, double[::1] values,
@@ -707,6 +713,348 @@ cdef class Aggregate(Kernel):
             if q == UNCERTAIN:
                 self.uncertain += 1
         return kept
+
+
+# ---------------------------------------------------------------- calibration records
+
+cdef struct CalEntry:
+    double start
+    double end
+    double overdue_from
+    double sat_failed_from
+    double gain
+    double offset
+    Py_ssize_t first_point  # into the kernel's xs/cs
+    Py_ssize_t n_points
+
+
+@cython.final
+cdef class Calibration(Kernel):
+    """pure.Calibration: the schedule in C arrays, the entry found by a
+    scan from the newest (a sensor has a handful of records, and most
+    readings fall in the newest)."""
+
+    cdef readonly unsigned char overdue_quality, sat_failed_quality, missing_quality
+    cdef readonly tuple ids
+    cdef CalEntry* _entries
+    cdef Py_ssize_t _count
+    cdef double* _xs
+    cdef double* _cs
+    cdef long long* _applied  # per sample of the last batch: the entry applied, or -1
+    cdef Py_ssize_t _capacity, _last_n
+    cdef bint _short  # the last run could not grow _applied (out of memory)
+
+    def __init__(self, overdue_quality, sat_failed_quality, missing_quality):
+        self.overdue_quality = overdue_quality
+        self.sat_failed_quality = sat_failed_quality
+        self.missing_quality = missing_quality
+        self.ids = ()
+
+    def __dealloc__(self):
+        PyMem_Free(self._entries)
+        PyMem_Free(self._xs)
+        PyMem_Free(self._cs)
+        PyMem_RawFree(self._applied)
+
+    def set_schedule(self, entries):
+        checked, ids = _schedule_entries(entries)
+        cdef Py_ssize_t count = len(checked), points = sum(len(e.points) for e in checked), k, j, at = 0
+        cdef CalEntry* made = <CalEntry*> PyMem_Malloc((count if count else 1) * sizeof(CalEntry))
+        cdef double* xs = <double*> PyMem_Malloc((points if points else 1) * sizeof(double))
+        cdef double* cs = <double*> PyMem_Malloc((points if points else 1) * sizeof(double))
+        if made == NULL or xs == NULL or cs == NULL:
+            PyMem_Free(made)
+            PyMem_Free(xs)
+            PyMem_Free(cs)
+            raise MemoryError()
+        for k in range(count):
+            e = checked[k]
+            made[k].start = e.start
+            made[k].end = e.end
+            made[k].overdue_from = e.overdue_from
+            made[k].sat_failed_from = e.sat_failed_from
+            made[k].gain = e.gain
+            made[k].offset = e.offset
+            made[k].first_point = at
+            made[k].n_points = len(e.points)
+            for j in range(len(e.points)):
+                xs[at + j] = e.points[j][0]
+                cs[at + j] = e.points[j][1]
+            at += len(e.points)
+        PyMem_Free(self._entries)
+        PyMem_Free(self._xs)
+        PyMem_Free(self._cs)
+        self._entries, self._xs, self._cs, self._count, self.ids = made, xs, cs, count, ids
+
+    cdef inline Py_ssize_t _entry_at(self, double t) noexcept nogil:
+        cdef Py_ssize_t k
+        for k in range(self._count - 1, -1, -1):
+            if self._entries[k].start <= t:
+                return k if t < self._entries[k].end else -1
+        return -1
+
+    def entry_at(self, double t):
+        return self._entry_at(t)
+
+    def reserve(self, Py_ssize_t n):
+        """Room for ``n`` samples' entries (the batch runner calls it
+        before a run; ``run`` itself holds no GIL to raise with)."""
+        cdef long long* grown
+        if n > self._capacity:
+            grown = <long long*> PyMem_RawRealloc(self._applied, n * sizeof(long long))
+            if grown == NULL:
+                raise MemoryError()
+            self._applied, self._capacity = grown, n
+
+    @property
+    def applied(self):
+        if self._short:
+            raise MemoryError("the calibration kernel could not record the entries applied")
+        from array import array
+        out = array("q", [-1]) * self._last_n
+        cdef Py_ssize_t i
+        for i in range(self._last_n):
+            out[i] = self._applied[i]
+        return out
+
+    def process(self, double[::1] times, double[::1] values,
+                unsigned char[::1] quality, unsigned char[::1] reason):
+        cdef Py_ssize_t n = _length(times, values, quality, reason)
+        self.reserve(n)
+        self._last_n = 0
+        if n == 0:
+            return 0
+        with nogil:
+            n = self.run(&times[0], &values[0], &quality[0], &reason[0], NULL, n)
+        return n
+
+    cdef Py_ssize_t run(self, double* tp, double* vp, unsigned char* qp, unsigned char* rp, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i, k, j, last
+        cdef double t, x, y, correction, x0, x1, c0, c1
+        cdef bint outside
+        cdef const CalEntry* e
+        cdef const double* xs
+        cdef const double* cs
+        cdef long long* grown
+        if n > self._capacity:
+            grown = <long long*> PyMem_RawRealloc(self._applied, n * sizeof(long long))
+            if grown == NULL:  # out of memory: correct nothing rather than stamp wrongly
+                self._short = True
+                return n
+            self._applied, self._capacity = grown, n
+        self._short = False
+        self._last_n = n
+        for i in range(n):
+            self._applied[i] = -1
+            if qp[i] == BAD:
+                continue
+            t = tp[i]
+            k = self._entry_at(t)
+            if k < 0:
+                if self.missing_quality:
+                    lower_to(qp, rp, i, self.missing_quality, R_NO_CALIBRATION)
+                continue
+            e = &self._entries[k]
+            x = vp[i]
+            y = x * e.gain + e.offset
+            outside = False
+            if e.n_points:
+                xs = self._xs + e.first_point
+                cs = self._cs + e.first_point
+                last = e.n_points - 1
+                if x < xs[0]:
+                    correction = cs[0]
+                    outside = True
+                elif x > xs[last]:
+                    correction = cs[last]
+                    outside = True
+                else:
+                    correction = cs[last]
+                    for j in range(last):
+                        x1 = xs[j + 1]
+                        if x <= x1:
+                            x0 = xs[j]
+                            c0 = cs[j]
+                            c1 = cs[j + 1]
+                            correction = c0 + (c1 - c0) * ((x - x0) / (x1 - x0))
+                            break
+                y = y + correction
+            vp[i] = y
+            self._applied[i] = k
+            if t >= e.overdue_from:
+                lower_to(qp, rp, i, self.overdue_quality, R_CALIBRATION_DUE)
+            if t >= e.sat_failed_from:
+                lower_to(qp, rp, i, self.sat_failed_quality, R_SAT_FAILED)
+            if outside:
+                lower_to(qp, rp, i, UNCERTAIN, R_OUTSIDE_CALIBRATION)
+        return n
+
+
+# ---------------------------------------------------------------- thermocouple life
+
+cdef double LIFE_LOW_C = _LIFE_LOW_C
+cdef double LIFE_HIGH_C = _LIFE_HIGH_C
+
+
+@cython.final
+cdef class ThermocoupleLife(Kernel):
+    """pure.ThermocoupleLife, the bands in a C array."""
+
+    cdef readonly double band, cycle_above, hysteresis, limit_above, max_gap, limit_seconds
+    cdef readonly long long limit_cycles
+    cdef readonly unsigned char over_quality
+    cdef public bint counting, changed
+    cdef readonly double life_start, seconds_above, unaccounted, first_time, last_time, last_value, peak, peak_time
+    cdef readonly double exceeded_at
+    cdef readonly long long cycles
+    cdef readonly bint hot, started
+    cdef readonly Py_ssize_t n_bands
+    cdef double first_band
+    cdef double* _bands
+
+    def __init__(self, band, cycle_above, hysteresis, limit_above, limit_seconds, limit_cycles, over_quality, max_gap):
+        if not band > 0.0:
+            raise ValueError("the band width must be greater than 0")
+        self.limit_seconds = limit_seconds
+        self.limit_cycles = limit_cycles
+        self.over_quality = over_quality
+        self.counting = True
+        self.changed = False
+        self._counted_as(band, cycle_above, hysteresis, limit_above, max_gap)
+        self.reset(-INFINITY)
+
+    def __dealloc__(self):
+        PyMem_Free(self._bands)
+
+    cdef int _counted_as(self, double band, double cycle_above, double hysteresis, double limit_above,
+                         double max_gap) except -1:
+        cdef Py_ssize_t n = <Py_ssize_t> (floor(LIFE_HIGH_C / band) - floor(LIFE_LOW_C / band) + 1)
+        cdef double* bands = <double*> PyMem_Malloc(n * sizeof(double))
+        if bands == NULL:
+            raise MemoryError()
+        PyMem_Free(self._bands)
+        self._bands = bands
+        self.n_bands = n
+        self.band = band
+        self.cycle_above = cycle_above
+        self.hysteresis = hysteresis
+        self.limit_above = limit_above
+        self.max_gap = max_gap
+        self.first_band = floor(LIFE_LOW_C / band)
+        return 0
+
+    def reset(self, double life_start):
+        cdef Py_ssize_t k
+        self.life_start = life_start
+        for k in range(self.n_bands):
+            self._bands[k] = 0.0
+        self.seconds_above = 0.0
+        self.unaccounted = 0.0
+        self.cycles = 0
+        self.hot = False
+        self.started = False
+        self.first_time = 0.0
+        self.last_time = 0.0
+        self.last_value = 0.0
+        self.peak = 0.0
+        self.peak_time = 0.0
+        self.exceeded_at = INFINITY
+        self.changed = True
+
+    @property
+    def bands(self):
+        return [self._bands[k] for k in range(self.n_bands)]
+
+    cdef inline Py_ssize_t _band_of(self, double celsius) noexcept nogil:
+        cdef double k = floor(celsius / self.band) - self.first_band
+        if k < 0:
+            return 0
+        if k > self.n_bands - 1:
+            return self.n_bands - 1
+        return <Py_ssize_t> k
+
+    def band_of(self, double celsius):
+        return self._band_of(celsius)
+
+    cdef inline void _check_limits(self, double t) noexcept nogil:
+        if self.exceeded_at == INFINITY and (
+                (self.limit_seconds > 0.0 and self.seconds_above > self.limit_seconds)
+                or (self.limit_cycles > 0 and self.cycles > self.limit_cycles)):
+            self.exceeded_at = t
+
+    cdef Py_ssize_t run(self, double* tp, double* vp, unsigned char* qp, unsigned char* rp, const double* cj,
+                        Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i, k
+        cdef double t, x, dt
+        for i in range(n):
+            if qp[i] == BAD:
+                continue
+            t = tp[i]
+            if self.counting and t >= self.life_start and (not self.started or t > self.last_time):
+                x = vp[i]
+                if self.started:
+                    dt = t - self.last_time
+                    if dt <= self.max_gap:
+                        k = self._band_of(self.last_value)
+                        self._bands[k] = self._bands[k] + dt
+                        if self.last_value >= self.limit_above:
+                            self.seconds_above = self.seconds_above + dt
+                    else:
+                        self.unaccounted = self.unaccounted + dt
+                else:
+                    self.first_time = t
+                if not self.started or x > self.peak:
+                    self.peak = x
+                    self.peak_time = t
+                if self.hot:
+                    if x < self.cycle_above - self.hysteresis:
+                        self.hot = False
+                elif x >= self.cycle_above:
+                    self.hot = True
+                    self.cycles += 1
+                self.started = True
+                self.last_time = t
+                self.last_value = x
+                self.changed = True
+                self._check_limits(t)
+            if t >= self.exceeded_at:
+                lower_to(qp, rp, i, self.over_quality, R_USAGE_LIMIT)
+        return n
+
+    def state(self):
+        return {
+            "band": self.band, "cycle_above": self.cycle_above, "hysteresis": self.hysteresis,
+            "limit_above": self.limit_above, "max_gap": self.max_gap, "life_start": self.life_start,
+            "started": self.started, "first_time": self.first_time, "last_time": self.last_time,
+            "last_value": self.last_value, "seconds_above": self.seconds_above, "unaccounted": self.unaccounted,
+            "cycles": self.cycles, "hot": self.hot, "peak": self.peak, "peak_time": self.peak_time,
+            "exceeded_at": self.exceeded_at,
+            "bands": {(k + self.first_band) * self.band: self._bands[k] for k in range(self.n_bands) if self._bands[k]},
+        }
+
+    def load(self, state):
+        self._counted_as(float(state["band"]), float(state["cycle_above"]), float(state["hysteresis"]),
+                         float(state["limit_above"]), float(state["max_gap"]))
+        self.reset(float(state["life_start"]))
+        for edge, seconds in state["bands"].items():
+            self._bands[self._band_of(float(edge) + 0.5 * self.band)] = float(seconds)
+        self.started = bool(state["started"])
+        self.first_time = float(state["first_time"])
+        self.last_time = float(state["last_time"])
+        self.last_value = float(state["last_value"])
+        self.seconds_above = float(state["seconds_above"])
+        self.unaccounted = float(state["unaccounted"])
+        self.cycles = int(state["cycles"])
+        self.hot = bool(state["hot"])
+        self.peak = float(state["peak"])
+        self.peak_time = float(state["peak_time"])
+        self.exceeded_at = INFINITY
+        if self.started:
+            self._check_limits(self.last_time)
+            if self.exceeded_at != INFINITY:
+                self.exceeded_at = min(self.last_time, float(state["exceeded_at"]))
+        self.changed = False
 
 
 # ---------------------------------------------------------------- batches of frames (Processor.process)

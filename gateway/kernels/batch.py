@@ -23,6 +23,11 @@ processed frames are made (``Processor.process`` calls it):
    output takes its place (none, one, or the aggregates it closed).  Output
    NaN is "no value" (None); reason code NODE_FAULT gives back the node's own
    reason; the chain's unit, if configured, replaces the node's.
+   A chain with a ``calibration`` step (``chain.calibration``) stamps each
+   output with the id of the record that corrected it: a surviving point
+   with its input sample's (the kernel's ``applied``), an aggregate with
+   the record in force at its window's start; a frame none of whose
+   measurements has one carries no calibration column (None).
 5. Frames keep commit order and get consecutive measurement ids from
    ``first_id``; a frame left without measurements is not returned.
 """
@@ -130,12 +135,16 @@ def _run_group(group: _Group, frames) -> None:
             else:
                 cold_junction[k] = cj
     in_times = list(times)
+    calibration = chain.calibration
+    if calibration is not None:
+        calibration.reserve(n)
     kept = run_chain(chain, times, values, quality, reasons, cold_junction)
     out_times = list(times[:kept])
     if kept == n and out_times == in_times:
         sources = range(n)
     else:
         sources = origins(in_times, out_times)
+    applied = calibration.applied if calibration is not None else None
     names = codes.REASON_NAMES
     for k, source in enumerate(sources):
         f, r = members[source]
@@ -147,8 +156,12 @@ def _run_group(group: _Group, frames) -> None:
             reason = names[code] or None
         value = values[k]
         unit = chain.unit if chain.unit is not None else frame.units[r]
+        stamp = None
+        if applied is not None:
+            entry = applied[source] if times[k] == in_times[source] else calibration.entry_at(times[k])
+            stamp = calibration.ids[entry] if entry >= 0 else None
         group.outputs.setdefault((f, r), []).append(
-            (frame.names[r], times[k], None if value != value else value, unit, quality[k], reason)
+            (frame.names[r], times[k], None if value != value else value, unit, quality[k], reason, stamp)
         )
 
 
@@ -176,28 +189,30 @@ def process_frames(frames, first_frame_id: int, first_id: int, table) -> list[Pr
     out = []
     for f, frame in enumerate(frames):
         marks = chained[f]
-        channels, times, values, units, quality, reasons = [], [], [], [], bytearray(), []
+        channels, times, values, units, quality, reasons, stamps = [], [], [], [], bytearray(), [], []
         for r, name in enumerate(frame.names):
             group = marks.get(r) if marks is not None else None
             if group is None:
                 value = frame.values[r]
                 rows = ((name, frame.times[r], float(value) if type(value) is int else value, frame.units[r],
-                         frame.quality[r], frame.reasons[r]),)
+                         frame.quality[r], frame.reasons[r], None),)
             else:
                 rows = group.outputs.get((f, r), ())
-            for channel, time, value, unit, q, reason in rows:
+            for channel, time, value, unit, q, reason, stamp in rows:
                 channels.append(channel)
                 times.append(time)
                 values.append(value)
                 units.append(unit)
                 quality.append(q)
                 reasons.append(reason)
+                stamps.append(stamp)
         if not channels:
             continue
         out.append(ProcessedFrame(
             first_id, first_frame_id + f, frame.node, frame.seq,
             KIND_DATA if frame.content_type == _CT_SENML else KIND_STATUS, frame.received,
             tuple(channels), tuple(times), tuple(values), tuple(units), bytes(quality), tuple(reasons),
+            calibrations=tuple(stamps) if any(stamp is not None for stamp in stamps) else None,
         ))
         first_id += len(channels)
     return out

@@ -20,6 +20,7 @@ This module is the specification; the Cython twin must match it exactly.
 """
 
 import math
+from array import array
 
 from .. import quality as codes
 from . import its90
@@ -438,3 +439,278 @@ class Aggregate:
             if q == _UNCERTAIN:
                 self.uncertain += 1
         return kept
+
+
+class _Entry:
+    """One calibration record's span in a Calibration schedule."""
+
+    __slots__ = ("start", "end", "overdue_from", "sat_failed_from", "gain", "offset", "points")
+
+    def __init__(self, start, end, overdue_from, sat_failed_from, gain, offset, points):
+        self.start = start
+        self.end = end
+        self.overdue_from = overdue_from
+        self.sat_failed_from = sat_failed_from
+        self.gain = gain
+        self.offset = offset
+        self.points = points
+
+
+def schedule_entries(entries):
+    """Check a schedule (objects with ``start``, ``end``, ``overdue_from``,
+    ``sat_failed_from``, ``gain``, ``offset``, ``points`` and ``record_id``,
+    in ascending ``start``, spans not overlapping) and return it as
+    (entries, ids).  Shared by both twins so they refuse the same input."""
+    checked = []
+    ids = []
+    previous_end = -math.inf
+    for e in entries:
+        start, end = float(e.start), float(e.end)
+        if not start < end or start < previous_end:
+            raise ValueError("calibration schedule spans must be ascending and must not overlap")
+        points = tuple((float(x), float(c)) for x, c in e.points)
+        if len(points) == 1 or any(not a[0] < b[0] for a, b in zip(points, points[1:])):
+            raise ValueError("calibration points: none, or at least two in ascending order")
+        checked.append(_Entry(start, end, float(e.overdue_from), float(e.sat_failed_from), float(e.gain),
+                              float(e.offset), points))
+        ids.append(str(e.record_id))
+        previous_end = end
+    return tuple(checked), tuple(ids)
+
+
+def _interpolate(points, x):
+    """The correction at reading ``x`` (linear between points; outside them
+    the nearest point's) and whether ``x`` lies outside."""
+    if x < points[0][0]:
+        return points[0][1], True
+    last = len(points) - 1
+    if x > points[last][0]:
+        return points[last][1], True
+    for j in range(last):
+        x1, c1 = points[j + 1]
+        if x <= x1:
+            x0, c0 = points[j]
+            return c0 + (c1 - c0) * ((x - x0) / (x1 - x0)), False
+    return points[last][1], False  # not reached: x <= the last point
+
+
+class Calibration:
+    """Corrections from calibration records, each applied to the readings
+    taken while it was in force: ``set_schedule`` gives the spans
+    [start, end) with each record's correction (value * gain + offset, plus
+    the correction interpolated over ``points``, in the reading), the
+    moment it became overdue and the moment a system accuracy test failed
+    (inf: never).  A reading in no span is left as it is (quality
+    ``missing_quality`` "no-calibration" when a record is required, GOOD:
+    not required); one past its record's due date gets ``overdue_quality``
+    "calibration-due", one after a failed test ``sat_failed_quality``
+    "sat-failed", one outside the points uncertain "outside-calibration".
+
+    ``applied[i]`` says which schedule entry corrected sample i of the last
+    batch (-1: none) and ``ids`` names the entries: the batch runner stamps
+    each measurement with the record applied to it."""
+
+    def __init__(self, overdue_quality, sat_failed_quality, missing_quality):
+        self.overdue_quality = int(overdue_quality)
+        self.sat_failed_quality = int(sat_failed_quality)
+        self.missing_quality = int(missing_quality)
+        self.entries = ()
+        self.ids = ()
+        self.applied = array("q")
+
+    def set_schedule(self, entries):
+        self.entries, self.ids = schedule_entries(entries)
+
+    def reserve(self, n):
+        """(The compiled twin sizes its ``applied`` buffer here.)"""
+
+    def entry_at(self, t):
+        """The entry in force at time ``t``, or -1 (the last one starting
+        at or before ``t``, if ``t`` is before its end)."""
+        entries = self.entries
+        for k in range(len(entries) - 1, -1, -1):
+            if entries[k].start <= t:
+                return k if t < entries[k].end else -1
+        return -1
+
+    def process(self, times, values, quality, reason):
+        n = _length(times, values, quality, reason)
+        applied = self.applied = array("q", [-1]) * n
+        for i in range(n):
+            if quality[i] == _BAD:
+                continue
+            t = times[i]
+            k = self.entry_at(t)
+            if k < 0:
+                if self.missing_quality:
+                    _lower_to(quality, reason, i, self.missing_quality, codes.NO_CALIBRATION)
+                continue
+            e = self.entries[k]
+            x = values[i]
+            y = x * e.gain + e.offset
+            outside = False
+            if e.points:
+                correction, outside = _interpolate(e.points, x)
+                y = y + correction
+            values[i] = y
+            applied[i] = k
+            if t >= e.overdue_from:
+                _lower_to(quality, reason, i, self.overdue_quality, codes.CALIBRATION_DUE)
+            if t >= e.sat_failed_from:
+                _lower_to(quality, reason, i, self.sat_failed_quality, codes.SAT_FAILED)
+            if outside:
+                _lower_to(quality, reason, i, _UNCERTAIN, codes.OUTSIDE_CALIBRATION)
+        return n
+
+
+# Time at temperature is kept in bands over this span (°C); readings beyond
+# it count in the first or last band.
+LIFE_LOW_C = -300.0
+LIFE_HIGH_C = 2000.0
+
+
+class ThermocoupleLife:
+    """Usage of one thermocouple's current life, accumulated from its
+    readings (°C): seconds in bands of ``band`` °C, seconds at or above
+    ``limit_above``, heat cycles (a rise to ``cycle_above`` or more after
+    having been below ``cycle_above - hysteresis``), the peak.
+
+    Between two consecutive readings the time is credited to the earlier
+    one's temperature; a gap longer than ``max_gap`` seconds is not credited
+    (the temperature in between is unknown) but added to ``unaccounted``.
+    A reading counts once: only readings later than the last one counted
+    (and not before ``life_start``), and only while ``counting`` (warm-up
+    runs with it off) -- so a batch run again after a crash, or a reading
+    repeated, never counts twice.  Bad readings are not counted.
+
+    Past a limit (``limit_seconds`` above ``limit_above``, ``limit_cycles``
+    cycles; 0: none) every reading from ``exceeded_at`` on gets
+    ``over_quality`` "usage-limit".  ``state()``/``load(state)`` give and
+    restore what is counted (the processing stage stores it with the
+    processed frames); ``changed`` says it moved since it was last taken."""
+
+    def __init__(self, band, cycle_above, hysteresis, limit_above, limit_seconds, limit_cycles, over_quality, max_gap):
+        if not band > 0.0:
+            raise ValueError("the band width must be greater than 0")
+        self.limit_seconds = float(limit_seconds)
+        self.limit_cycles = int(limit_cycles)
+        self.over_quality = int(over_quality)
+        self.counting = True
+        self.changed = False
+        self._counted_as(float(band), float(cycle_above), float(hysteresis), float(limit_above), float(max_gap))
+        self.reset(-math.inf)
+
+    def _counted_as(self, band, cycle_above, hysteresis, limit_above, max_gap):
+        self.band = band
+        self.cycle_above = cycle_above
+        self.hysteresis = hysteresis
+        self.limit_above = limit_above
+        self.max_gap = max_gap
+        self.first_band = math.floor(LIFE_LOW_C / band)
+        self.n_bands = math.floor(LIFE_HIGH_C / band) - self.first_band + 1
+
+    def reset(self, life_start):
+        """A new life from ``life_start`` (Unix s; -inf: from the first reading)."""
+        self.life_start = float(life_start)
+        self.bands = [0.0] * self.n_bands
+        self.seconds_above = 0.0
+        self.unaccounted = 0.0
+        self.cycles = 0
+        self.hot = False
+        self.started = False
+        self.first_time = 0.0
+        self.last_time = 0.0
+        self.last_value = 0.0
+        self.peak = 0.0
+        self.peak_time = 0.0
+        self.exceeded_at = math.inf
+        self.changed = True
+
+    def band_of(self, celsius):
+        k = math.floor(celsius / self.band) - self.first_band
+        if k < 0:
+            return 0
+        if k > self.n_bands - 1:
+            return self.n_bands - 1
+        return int(k)
+
+    def _check_limits(self, t):
+        if self.exceeded_at == math.inf and (
+                (self.limit_seconds > 0.0 and self.seconds_above > self.limit_seconds)
+                or (self.limit_cycles > 0 and self.cycles > self.limit_cycles)):
+            self.exceeded_at = t
+
+    def process(self, times, values, quality, reason):
+        n = _length(times, values, quality, reason)
+        for i in range(n):
+            if quality[i] == _BAD:
+                continue
+            t = times[i]
+            if self.counting and t >= self.life_start and (not self.started or t > self.last_time):
+                x = values[i]
+                if self.started:
+                    dt = t - self.last_time
+                    if dt <= self.max_gap:
+                        k = self.band_of(self.last_value)
+                        self.bands[k] = self.bands[k] + dt
+                        if self.last_value >= self.limit_above:
+                            self.seconds_above = self.seconds_above + dt
+                    else:
+                        self.unaccounted = self.unaccounted + dt
+                else:
+                    self.first_time = t
+                if not self.started or x > self.peak:
+                    self.peak = x
+                    self.peak_time = t
+                if self.hot:
+                    if x < self.cycle_above - self.hysteresis:
+                        self.hot = False
+                elif x >= self.cycle_above:
+                    self.hot = True
+                    self.cycles += 1
+                self.started = True
+                self.last_time = t
+                self.last_value = x
+                self.changed = True
+                self._check_limits(t)
+            if t >= self.exceeded_at:
+                _lower_to(quality, reason, i, self.over_quality, codes.USAGE_LIMIT)
+        return n
+
+    def state(self):
+        """What is counted, as a dict of numbers (bands: lower edge °C ->
+        seconds, the bands with time only)."""
+        return {
+            "band": self.band, "cycle_above": self.cycle_above, "hysteresis": self.hysteresis,
+            "limit_above": self.limit_above, "max_gap": self.max_gap, "life_start": self.life_start,
+            "started": self.started, "first_time": self.first_time, "last_time": self.last_time,
+            "last_value": self.last_value, "seconds_above": self.seconds_above, "unaccounted": self.unaccounted,
+            "cycles": self.cycles, "hot": self.hot, "peak": self.peak, "peak_time": self.peak_time,
+            "exceeded_at": self.exceeded_at,
+            "bands": {(k + self.first_band) * self.band: s for k, s in enumerate(self.bands) if s},
+        }
+
+    def load(self, state):
+        """Continue a life from ``state()``: what it counts (band width,
+        temperatures) stays as it started; the limits are this kernel's."""
+        self._counted_as(float(state["band"]), float(state["cycle_above"]), float(state["hysteresis"]),
+                         float(state["limit_above"]), float(state["max_gap"]))
+        self.reset(state["life_start"])
+        for edge, seconds in state["bands"].items():
+            self.bands[self.band_of(float(edge) + 0.5 * self.band)] = float(seconds)
+        self.started = bool(state["started"])
+        self.first_time = float(state["first_time"])
+        self.last_time = float(state["last_time"])
+        self.last_value = float(state["last_value"])
+        self.seconds_above = float(state["seconds_above"])
+        self.unaccounted = float(state["unaccounted"])
+        self.cycles = int(state["cycles"])
+        self.hot = bool(state["hot"])
+        self.peak = float(state["peak"])
+        self.peak_time = float(state["peak_time"])
+        self.exceeded_at = math.inf
+        if self.started:
+            self._check_limits(self.last_time)
+            if self.exceeded_at != math.inf:
+                self.exceeded_at = min(self.last_time, float(state["exceeded_at"]))
+        self.changed = False

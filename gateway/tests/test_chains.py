@@ -138,6 +138,9 @@ def test_steps_must_be_a_list(build):
 def test_every_step_type_builds_with_valid_parameters(build):
     valid = {
         "calibration": {"gain": 1.5, "offset": -2},
+        "linear": {"gain": 1.5},
+        "polynomial": {"coefficients": [0.1, 1.0]},
+        "thermocouple_life": {"kind": "K", "limit_cycles": 10},  # before a step that drops points
         "thermocouple": {"kind": "B", "cold_junction": 25},
         "current_loop": {"lrv": 0, "urv": 10},
         "range": {"min": 0},

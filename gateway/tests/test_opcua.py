@@ -175,6 +175,42 @@ async def test_browse_tree_and_read_values_with_source_timestamps(plant):
         assert not access.Value.Value & ua.AccessLevel.CurrentWrite.mask
 
 
+async def test_a_corrected_value_names_its_calibration_record(tmp_path):
+    """``<channel>#Calibration`` (String, a property in the gateway's
+    namespace): the id of the record that corrected the newest value, read
+    by asyncua's client; the value is the corrected one."""
+    import datetime as dt
+    import subprocess
+    import sys
+
+    plant = await Plant(tmp_path, extra='[channels."furnace-1/tc_s"]\nsteps = [{ type = "calibration" }]\n').start()
+    try:
+        today = dt.date.today()
+        added = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "smemet", "calibration", "add", "furnace-1/tc_s", "--certificate", "S-9",
+            "--lab", "Lab", "--date", today.isoformat(), "--due", (today + dt.timedelta(days=180)).isoformat(),
+            "--offset", "-1.5", "--uncertainty", "0.8", "--valid-from",
+            (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)).isoformat(),
+            "--outbox", plant.gateway.config.outbox.path], capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+        t0 = round(time.time() - 1, 3)
+        plant.send("furnace-1", [("tc_s", "Cel", 1200.25, t0, None), ("tc_b", "Cel", 1200.25, t0, None)])
+        async with Client(plant.url) as client:
+            idx = await client.get_namespace_index(NS)
+            await eventually(lambda: _good(client, idx, "furnace-1/tc_b"))
+            await eventually(lambda: _good(client, idx, "furnace-1/tc_s"))
+            tc_s = client.get_node(ua.NodeId("furnace-1/tc_s", idx))
+            assert (await tc_s.read_value()) == 1200.25 - 1.5
+            prop = await tc_s.get_child([f"{idx}:Calibration"])
+            assert await prop.read_value() == "S-9"
+            assert await prop.read_type_definition() == ua.NodeId(ua.ObjectIds.PropertyType)
+            tc_b = client.get_node(ua.NodeId("furnace-1/tc_b", idx))
+            assert (await tc_b.read_value()) == 1200.25
+            assert "Calibration" not in {(await c.read_browse_name()).Name for c in await tc_b.get_children()}
+    finally:
+        await plant.stop()
+
+
 async def _good(client, idx, nodeid):
     dv = await read(client, idx, nodeid)
     return dv.StatusCode.value == S.Good and dv.Value.Value is not None

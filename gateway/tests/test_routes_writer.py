@@ -84,3 +84,33 @@ def test_json_messages_carry_each_measurement_as_a_partner_reads_it():
     docs = [json.loads(m.payload) for m in messages_of("json", "p", frame, load_writer().PayloadWriter())]
     assert [(d["channel"], d["value"], d["quality"], d["reason"], d["seq"]) for d in docs] == [
         ("tc1", 20.5, "good", None, 9), ("raw", "0102", "uncertain", "late", 9)]
+
+
+calibration_ids = st.one_of(st.none(), st.sampled_from(["K-2025-117", 'q"cal', "\u00e9t/7"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["n1", "furnace-2"]), st.integers(0, 2**32), st.sampled_from(["data", "status"]),
+       st.one_of(st.lists(rows, min_size=1, max_size=6), st.lists(all_float_rows, min_size=1, max_size=6)),
+       st.data())
+def test_writers_give_the_reference_bytes_with_calibration_ids(writer_module, node, seq, kind, frame_rows, data):
+    """A measurement a record corrected names it (``calibration``, after
+    the reason); the reference, both writers and an independent JSON
+    parser agree."""
+    base = processed(node, seq, kind, frame_rows)
+    stamps = tuple(data.draw(calibration_ids) for _ in frame_rows)
+    frame = ProcessedFrame(base.first_id, base.frame_id, base.node, base.seq, base.kind, base.received, base.channels,
+                           base.times, base.values, base.units, base.quality, base.reasons,
+                           calibrations=stamps if any(s is not None for s in stamps) else None)
+    writer = writer_module.PayloadWriter()
+    for _ in range(2):
+        assert writer.senml_payload(frame) == reference(frame)
+        assert writer.json_payloads(frame) == json_reference(frame)
+    records = json.loads(writer.senml_payload(frame))
+    assert [r.get("calibration") for r in records] == list(frame.calibrations or (None,) * len(frame))
+    docs = [json.loads(p) for p in writer.json_payloads(frame)]
+    assert [d.get("calibration") for d in docs] == [r.get("calibration") for r in records]
+    for doc in docs:
+        keys = list(doc)
+        if "calibration" in doc:  # placed after the reason, before the kind
+            assert keys[keys.index("calibration") - 1] == "reason" and keys[keys.index("calibration") + 1] == "kind"

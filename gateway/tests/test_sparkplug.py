@@ -412,6 +412,24 @@ async def test_units_and_quality_properties(mosquitto_broker, source, tmp_path):
     assert points[3].properties == {"Quality": 192}, "good again is said once"
 
 
+async def test_a_corrected_value_names_its_calibration_record(mosquitto_broker, source, tmp_path):
+    """``calibration`` (String) on exactly the values a record corrected,
+    beside the quality properties; decoded by pysparkplug."""
+    t = now_s()
+    data = [Measurement(0, "n1", 1, "tc", t, 1500.5, "Cel"),
+            Measurement(0, "n1", 2, "tc", t + 1, 1502.0, "Cel", calibration="K-2025-117"),
+            Measurement(0, "n1", 3, "tc", t + 2, 1490.0, "Cel", "uncertain", "calibration-due", calibration="K-2025-117"),
+            Measurement(0, "n1", 4, "tc", t + 3, 1491.0, "Cel")]
+    stream = await one_session(mosquitto_broker, source, tmp_path, data=data)
+    points = sorted(stream.measurements(), key=lambda p: p.timestamp)
+    assert [p.value for p in points] == [1500.5, 1502.0, 1490.0, 1491.0]
+    assert points[0].properties == {}
+    assert points[1].properties == {"calibration": "K-2025-117"}
+    assert points[2].properties == {"Quality": 1073741824, "qualityReason": "calibration-due",
+                                    "calibration": "K-2025-117"}
+    assert points[3].properties == {"Quality": 192}
+
+
 async def test_history_while_primary_host_offline_arrives_flagged_oldest_first(mosquitto_broker, source, tmp_path):
     set_host(mosquitto_broker, "scada", True)
     with mosquitto_broker.subscriber("spBv1.0/#", persistent=False) as sub:

@@ -422,3 +422,36 @@ async def test_stopping_the_gateway_ends_open_pages_promptly(tmp_path):
     rest = await asyncio.wait_for(reader.read(), 5)  # the stream ended
     assert isinstance(rest, bytes)
     writer.close()
+
+
+async def test_a_channel_names_its_calibration_and_when_it_is_due(tmp_path):
+    """A record added with ``smemet calibration add`` while the gateway
+    runs: the node document shows the corrected value, the record that
+    corrected it and its due date (schema-checked)."""
+    import datetime as dt
+    import subprocess
+    import sys
+
+    gateway, client = await start(tmp_path, 'bind = "127.0.0.1"',
+                                  extra='[channels."furnace-1/cj"]\nsteps = [{ type = "calibration" }]\n')
+    try:
+        today = dt.date.today()
+        added = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "smemet", "calibration", "add", "furnace-1/cj", "--certificate", "CJ-77",
+            "--lab", "Lab", "--date", (today - dt.timedelta(days=360)).isoformat(),
+            "--due", (today + dt.timedelta(days=5)).isoformat(), "--offset", "2.5", "--uncertainty", "0.5",
+            "--valid-from", (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)).isoformat(),
+            "--outbox", gateway.config.outbox.path], capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+        await feed(gateway)
+        document = await client.json("/api/v1/node/furnace-1")
+        jsonschema.validate(document, schema("node"))
+        channels = {c["channel"]: c for c in document["channels"]}
+        cj, t = channels["cj"], channels["t"]
+        assert cj["value"] == 1407.0 + 2.5 and cj["calibration"] == "CJ-77"  # the last reading of a frame: 1400 + 7
+        status = cj["calibration_status"]
+        assert (status["state"], status["record"], status["usage_exceeded"]) == ("due-soon", "CJ-77", False)
+        assert status["due"] == (today + dt.timedelta(days=5)).isoformat() and 4 < status["due_in_days"] <= 6
+        assert t["calibration"] is None and t["calibration_status"] is None  # no record, no step
+    finally:
+        await gateway.stop()

@@ -50,6 +50,7 @@ def _frame(first_id: int, frame_id: int, group: Sequence[Measurement], received:
         first_id, frame_id, head.node, head.seq, KIND_NAMES.index(head.kind), received,
         tuple(m.channel for m in group), tuple(m.time for m in group), tuple(m.value for m in group),
         tuple(m.unit for m in group), bytes(QUALITY_CODES[m.quality] for m in group), tuple(m.reason for m in group),
+        calibrations=tuple(m.calibration for m in group) if any(m.calibration for m in group) else None,
     )
 
 

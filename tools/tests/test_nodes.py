@@ -104,3 +104,42 @@ def test_mistakes(tmp_path):
     keys.chmod(0o644)
     open_keys = smemet("nodes", "--keys", str(keys))
     assert open_keys.returncode == 2 and "chmod 600" in open_keys.stderr
+
+
+def test_shows_the_sensors_that_need_calibration_attention(tmp_path):
+    """Records added with ``smemet calibration add``: one due within the
+    warning, one overdue, one fine; the gateway is stopped (only the outbox
+    tells)."""
+    import datetime as dt
+
+    from smemet.gateway.outbox import Outbox
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text('"furnace-1" = "' + "ab" * 32 + '"\n"ladle-2" = "' + "cd" * 32 + '"\n')
+    keys.chmod(0o600)
+    outbox = tmp_path / "outbox.sqlite"
+    Outbox(str(outbox), 1 << 26).close()
+    today = dt.date.today()
+    for sensor, certificate, due in (("furnace-1/tc_s", "K-1", today + dt.timedelta(days=10)),
+                                     ("furnace-1/tc_b", "K-2", today - dt.timedelta(days=3)),
+                                     ("ladle-2/t", "K-3", today + dt.timedelta(days=200))):
+        added = smemet("calibration", "add", sensor, "--certificate", certificate, "--lab", "Lab",
+                       "--date", (today - dt.timedelta(days=300)).isoformat(), "--due", due.isoformat(),
+                       "--offset", "0.5", "--uncertainty", "1.0", "--outbox", str(outbox))
+        assert added.returncode == 0, added.stderr
+    from smemet.fieldtest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/metrics"  # the gateway is stopped
+    result = smemet("nodes", "--keys", str(keys), "--outbox", str(outbox), "--metrics", dead, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["node"]: r for r in json.loads(result.stdout)["nodes"]}
+    furnace = {item["sensor"]: item for item in rows["furnace-1"]["calibration"]}
+    assert sorted(furnace) == ["furnace-1/tc_b", "furnace-1/tc_s"]
+    assert furnace["furnace-1/tc_s"]["state"] == "due-soon" and furnace["furnace-1/tc_s"]["record"] == "K-1"
+    assert 9 < furnace["furnace-1/tc_s"]["due_in_days"] <= 11
+    assert furnace["furnace-1/tc_b"]["state"] == "overdue" and furnace["furnace-1/tc_b"]["due_in_days"] < -1
+    assert rows["ladle-2"]["calibration"] == []  # due in 200 days: nothing to say
+    table = smemet("nodes", "--keys", str(keys), "--outbox", str(outbox), "--metrics", dead).stdout
+    line = next(line for line in table.splitlines() if line.startswith("furnace-1"))
+    assert "tc_b overdue" in line and "tc_s due in" in line
+    assert next(line for line in table.splitlines() if line.startswith("ladle-2")).rstrip().endswith("—")

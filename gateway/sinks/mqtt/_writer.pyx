@@ -190,6 +190,7 @@ cdef class PayloadWriter:
             raise _Unusual
         cdef tuple channels = tuple(frame.channels), times = tuple(frame.times), values = tuple(frame.values)
         cdef tuple units = tuple(frame.units), reasons = tuple(frame.reasons)
+        cdef object calibrations = frame.calibrations  # None for every frame without calibration records
         cdef bytes quality = bytes(frame.quality)
         cdef Py_ssize_t n = len(channels), i
         cdef list time_texts = _number_texts(times)
@@ -246,6 +247,9 @@ cdef class PayloadWriter:
                         _put_bytes(&out, _json_str(reason).encode("ascii"))
                     else:
                         raise _Unusual
+                if calibrations is not None and calibrations[i] is not None:  # payload.py: after the reason
+                    _put(&out, b',"calibration":', 15)
+                    _put_bytes(&out, self._name(calibrations[i]))
                 _put_bytes(&out, kind_part)
             _put(&out, b"]", 1)
             return PyBytes_FromStringAndSize(out.data, out.size)
@@ -259,6 +263,7 @@ cdef class PayloadWriter:
             raise _Unusual
         cdef tuple channels = tuple(frame.channels), times = tuple(frame.times), values = tuple(frame.values)
         cdef tuple units = tuple(frame.units), reasons = tuple(frame.reasons)
+        cdef object calibrations = frame.calibrations
         cdef bytes quality = bytes(frame.quality)
         cdef Py_ssize_t n = len(channels), i
         cdef list time_texts = _number_texts(times)
@@ -293,6 +298,9 @@ cdef class PayloadWriter:
                     _put_bytes(&doc, _json_str(reason).encode("ascii"))
                 else:
                     raise _Unusual
+                if calibrations is not None and calibrations[i] is not None:
+                    _put(&doc, b',"calibration":', 15)
+                    _put_bytes(&doc, self._name(calibrations[i]))
                 _put_bytes(&doc, tail)
                 out.append(PyBytes_FromStringAndSize(doc.data, doc.size))
             return out

@@ -7,6 +7,10 @@ without a broker.
   resolved SenML-JSON pack (RFC 8428 §4.6: no base fields, absolute names and
   times) whose records carry ``node`` and ``seq`` as extension fields.
 
+A measurement a calibration record corrected carries the record's id as
+``calibration`` (in both formats, after ``reason``); others have no such
+field, so payloads without calibration are what they always were.
+
 ``json_payload`` and ``senml_payload`` (dicts through ``json.dumps``) are the
 reference.  The writers write the same bytes straight from a processed
 frame's columns, without a ``Measurement`` or a dict per record, because
@@ -57,8 +61,10 @@ def json_payload(m: Measurement) -> bytes:
         "unit": m.unit,
         "quality": m.quality,
         "reason": m.reason,
-        "kind": m.kind,
     }
+    if m.calibration is not None:  # the calibration record that corrected the value (only then)
+        doc["calibration"] = m.calibration
+    doc["kind"] = m.kind
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -78,6 +84,8 @@ def senml_record(m: Measurement) -> dict:
     record["quality"] = m.quality
     if m.quality != QUALITY_GOOD or m.reason:
         record["reason"] = m.reason
+    if m.calibration is not None:
+        record["calibration"] = m.calibration
     if m.kind != "data":
         record["kind"] = m.kind
     return record

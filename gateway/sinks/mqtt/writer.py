@@ -118,4 +118,19 @@ class PayloadWriter:
             else:
                 raise _Unusual
             add(pair[0] + time_text + pair[1] + value_part + frame_part + tail + kind_part)
+        if frame.calibrations is not None:
+            _stamp_calibrations(parts, frame.calibrations, kind_part)
         return ("[" + ",".join(parts) + "]").encode()
+
+
+def _stamp_calibrations(parts: list[str], calibrations, kind_part: str) -> None:
+    """Insert ``"calibration"`` after each corrected record's reason (before
+    its kind), as payload.senml_record does.  Done after the row loop so a
+    frame without calibration pays nothing for it."""
+    cut = len(kind_part)
+    for i, calibration in enumerate(calibrations):
+        if calibration is None:
+            continue
+        if type(calibration) is not str:
+            raise _Unusual
+        parts[i] = parts[i][:-cut] + ',"calibration":' + _json_str(calibration) + kind_part

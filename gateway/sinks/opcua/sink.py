@@ -181,13 +181,15 @@ class OpcuaSink(Sink):
                 continue
             activity.saw(frame.received, max(times))
             values, units, quality, reasons = frame.values, frame.units, frame.quality, frame.reasons
+            calibrations = frame.calibrations
             prefix = node + "/"
             for i, channel in enumerate(channels):
                 key = prefix + channel
                 moment = times[i]
                 if moment >= newest.get(key, _NEG):
                     newest[key] = moment
-                    pending[key] = (node, channel, values[i], moment, units[i], quality[i], reasons[i])
+                    pending[key] = (node, channel, values[i], moment, units[i], quality[i], reasons[i],
+                                    calibrations[i] if calibrations is not None else None)
             taken += len(channels)
         self.stats.messages_sent += taken
         self.stats.messages_confirmed += taken

@@ -9,6 +9,9 @@ channel's own names)::
     s=<node>                 a node object, under the gateway
     s=<node>/<channel>       a channel variable, under its node
     s=<node>/<channel>#EngineeringUnits, #EURange   its properties
+    s=<node>/<channel>#Calibration   the id of the calibration record that
+                             corrected its value ("" when none did); made
+                             when a corrected value first arrives
     s=<node>#Diagnostics     the node's diagnostics object
     s=<node>#<Name>          a diagnostics variable (LastSeen, Firmware, StoreDepth, Rejects, ...)
 
@@ -130,6 +133,7 @@ class ChannelVariable:
     unit: str | None
     value: ua.DataValue | None = None
     stale: bool = False
+    calibration: str | None = None  # the record id its Calibration property shows
 
 
 class AddressSpace:
@@ -201,15 +205,16 @@ class AddressSpace:
 
     # ------------------------------------------------------------ values
 
-    async def update(self, latest: Iterable[tuple[str, str, object, float, str | None, int, str | None]]) -> int:
+    async def update(self, latest: Iterable[tuple[str, str, object, float, str | None, int, str | None,
+                                                  str | None]]) -> int:
         """Show the newest measurement of each channel given as (node,
-        channel, value, time, unit, quality code, reason); returns how many
-        variables changed."""
+        channel, value, time, unit, quality code, reason, calibration record
+        id); returns how many variables changed."""
         now = datetime.now(timezone.utc)
         items: list = []
         pending = []
         made = 0
-        for node, channel, value, time, unit, quality, reason in latest:
+        for node, channel, value, time, unit, quality, reason, calibration in latest:
             var = self.channels.get(f"{node}/{channel}")
             if var is None:
                 var = self._channel(node, channel, value, unit, items)
@@ -218,19 +223,34 @@ class AddressSpace:
                     self._add(items)
                     items = []
                     await asyncio.sleep(0)
-            pending.append((var, value, time, unit, quality, reason))
+            pending.append((var, value, time, unit, quality, reason, calibration))
         self._add(items)
         write = self.aspace.write_attribute_value
-        for var, value, time, unit, quality, reason in pending:
+        for var, value, time, unit, quality, reason, calibration in pending:
             dv = data_value(value, time, quality, reason, now)
             if dv.Value.VariantType not in (var.variant_type, ua.VariantType.Null):
                 await self._retype(var, dv.Value.VariantType)
             if unit != var.unit and var.variant_type == ua.VariantType.Double and unit:
                 await self._set_unit(var, unit)
+            if calibration != var.calibration:
+                await self._set_calibration(var, calibration)
             var.value = dv
             var.stale = False
             await write(var.nodeid, ua.AttributeIds.Value, dv)
         return len(pending)
+
+    async def _set_calibration(self, var: ChannelVariable, calibration: str | None) -> None:
+        """The Calibration property follows the newest value: its record's
+        id, or "" once a value arrives that no record corrected."""
+        var.calibration = calibration
+        prop_id = ua.NodeId(f"{var.node}/{var.channel}#Calibration", self.ns)
+        text = calibration or ""
+        if prop_id in self.aspace:
+            await self.aspace.write_attribute_value(prop_id, ua.AttributeIds.Value,
+                                                    ua.DataValue(ua.Variant(text, ua.VariantType.String)))
+        else:
+            self._add([_property(var.nodeid, "Calibration", self.ns, ua.Variant(text, ua.VariantType.String),
+                                 ua.NodeId(ua.ObjectIds.String), browse_ns=self.ns)])
 
     async def _retype(self, var: ChannelVariable, vtype: ua.VariantType) -> None:
         """A channel that sent numbers now sends text (or the other way):
@@ -315,16 +335,17 @@ def _variable(nodeid: ua.NodeId, name: str, parent: ua.NodeId, ns: int, vtype: u
                            NodeAttributes=attributes, TypeDefinition=type_definition)
 
 
-def _property(parent: ua.NodeId, name: str, ns: int, value, data_type: ua.NodeId) -> ua.AddNodesItem:
+def _property(parent: ua.NodeId, name: str, ns: int, value, data_type: ua.NodeId,
+              browse_ns: int = 0) -> ua.AddNodesItem:
     attributes = ua.VariableAttributes()
     attributes.DisplayName = ua.LocalizedText(name)
-    attributes.Value = ua.Variant(value)
+    attributes.Value = value if isinstance(value, ua.Variant) else ua.Variant(value)
     attributes.DataType = data_type
     attributes.ValueRank = ua.ValueRank.Scalar
     attributes.AccessLevel = attributes.UserAccessLevel = _READ
     attributes.WriteMask = attributes.UserWriteMask = 0
-    # Part 8 properties have browse names in namespace 0
+    # Part 8 properties have browse names in namespace 0; ours (Calibration) in the gateway's
     return ua.AddNodesItem(ParentNodeId=parent, ReferenceTypeId=_HAS_PROPERTY,
                            RequestedNewNodeId=ua.NodeId(f"{parent.Identifier}#{name}", ns),
-                           BrowseName=ua.QualifiedName(name, 0), NodeClass=ua.NodeClass.Variable,
+                           BrowseName=ua.QualifiedName(name, browse_ns), NodeClass=ua.NodeClass.Variable,
                            NodeAttributes=attributes, TypeDefinition=_PROPERTY_TYPE)

@@ -18,7 +18,9 @@ What it keeps (Eclipse Sparkplug 3.0.0 §5, §6):
   carries the alias only.
 * metric properties: ``engUnit`` (String) in births; ``Quality`` (Int32,
   Ignition's quality codes) and ``qualityReason`` (String) on any value
-  that is not good, and on the first good value after one that was not.
+  that is not good, and on the first good value after one that was not;
+  ``calibration`` (String) on a value a calibration record corrected: the
+  record's id (docs/processing.md).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ NBIRTH, NDEATH, DBIRTH, DDEATH, DDATA = "NBIRTH", "NDEATH", "DBIRTH", "DDEATH", 
 QUALITY_PROPERTY = "Quality"
 REASON_PROPERTY = "qualityReason"
 UNIT_PROPERTY = "engUnit"
+CALIBRATION_PROPERTY = "calibration"
 QUALITY_CODES = {GOOD: 192, UNCERTAIN: 0x40000000, BAD: 0x80000000}  # Int32, two's complement on the wire
 
 _TYPE_OF = {float: schema.DOUBLE, int: schema.INT64, bool: schema.BOOLEAN, str: schema.STRING, bytes: schema.BYTES}
@@ -354,7 +357,7 @@ class EdgeSession:
     @staticmethod
     def _rows(device: Device, frame: ProcessedFrame, live_after: int, rows: list[tuple]) -> None:
         """The frame's measurements as DDATA rows (time ms, channel, its
-        spec, value, quality, reason, historical); remembers each channel's
+        spec, value, quality, reason, historical, calibration); remembers each channel's
         latest value (for the next birth) and when the node was last heard.
         Column-wise, with the loops in C: this runs for every measurement."""
         if frame.received > device.last_heard:
@@ -370,8 +373,9 @@ class EdgeSession:
             historical = repeat(frame.last_id <= live_after)
         else:  # the frame straddles the start of the session
             historical = [frame.id_of(i) <= live_after for i in range(len(channels))]
+        calibrations = frame.calibrations if frame.calibrations is not None else repeat(None)
         rows.extend(zip(stamps, channels, map(device.metrics.__getitem__, channels), values, quality, reasons,
-                        historical))
+                        historical, calibrations))
         device.last.update(zip(channels, zip(values, stamps, quality, reasons)))
 
     def _device_data(self, device: Device, rows: list[tuple], now_ms: int) -> Outgoing:
@@ -381,7 +385,7 @@ class EdgeSession:
         rows.sort(key=_row_time)
         payload = schema.Payload(timestamp=now_ms, seq=self._next_seq())
         add, flagged, double = payload.metrics.add, device.flagged, schema.DOUBLE
-        for time_ms, channel, spec, value, code, reason, historical in rows:
+        for time_ms, channel, spec, value, code, reason, historical, calibration in rows:
             metric = add(alias=spec.alias, timestamp=time_ms)
             if historical:
                 metric.is_historical = True
@@ -397,6 +401,8 @@ class EdgeSession:
             elif flagged and channel in flagged:
                 flagged.discard(channel)  # good again: say so, or a host would keep the old verdict
                 _add_property(metric.properties, QUALITY_PROPERTY, schema.INT32, QUALITY_CODES[GOOD])
+            if calibration is not None:
+                _add_property(metric.properties, CALIBRATION_PROPERTY, schema.STRING, calibration)
         return Outgoing(DDATA, self._device_prefix[DDATA] + device.device_id, payload.SerializeToString(),
                         device=device.device_id, measurements=len(rows))
 

@@ -108,6 +108,12 @@ class ChannelView:
         return self.frame.reasons[self.index] if self.frame is not None else None
 
     @property
+    def calibration(self) -> str | None:
+        """The id of the calibration record that corrected the newest value."""
+        frame = self.frame
+        return frame.calibrations[self.index] if frame is not None and frame.calibrations is not None else None
+
+    @property
     def id(self) -> int:
         return self.frame.id_of(self.index) if self.frame is not None else 0
 

@@ -166,8 +166,9 @@ class Views:
         since = now - self.config.history
         channels = []
         if view is not None:
+            calibration = self.status.calibration(name)  # once per document: the book's statuses cover every sensor
             for channel in sorted(view.channels):
-                channels.append(self._channel(name, view.channels[channel], now, since))
+                channels.append(self._channel(name, view.channels[channel], now, since, calibration.get(channel)))
         rejects = [{"reason": reason, "count": n, "title": reasons.reject(reason).title,
                     "check": reasons.reject(reason).check} for reason, n in sorted(row["rejects"].items())]
         return {
@@ -180,7 +181,7 @@ class Views:
             "checks": reasons.waiting_checks(row["rejects"]) if row["state"] == "waiting" else [],
         }
 
-    def _channel(self, node: str, view, now: float, since: float) -> dict:
+    def _channel(self, node: str, view, now: float, since: float, calibration: dict | None = None) -> dict:
         times, values, quality = view.ring.points(since)
         chain = self.status.chain(node, view.channel)
         value = view.value
@@ -195,6 +196,8 @@ class Views:
             "id": view.id,
             "seq": view.seq,
             "chain": [_step(step) for step in chain],
+            "calibration": view.calibration,
+            "calibration_status": calibration,
             "history": {"t": [round(t, 3) for t in times], "v": values, "q": [QUALITY_NAMES[q] for q in quality]},
         }
 

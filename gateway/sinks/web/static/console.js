@@ -111,7 +111,23 @@
     return svg;
   }
 
-  function chainText(chain) {
+  // The record that corrected the shown value, and what needs attention
+// about the sensor's calibration (docs/processing.md), under its chain.
+function calibrationNote(c) {
+  const st = c.calibration_status;
+  const parts = [];
+  if (c.calibration) parts.push(`calibration ${c.calibration}`);
+  if (st && st.state === "due-soon") parts.push(`due in ${Math.floor(st.due_in_days)} d (${st.due})`);  // whole days, as smemet nodes
+  if (st && st.state === "overdue") parts.push(`calibration overdue since ${st.due}`);
+  if (st && st.state === "sat-failed") parts.push("system accuracy test failed");
+  if (st && st.usage_exceeded) parts.push("past its usage limit");
+  if (!parts.length) return null;
+  const alarm = st && (st.state === "overdue" || st.state === "sat-failed" || st.usage_exceeded);
+  return el("span", { class: alarm ? "reason err" : "reason", "data-calibration": st ? st.state : "applied",
+                      text: parts.join(" · ") });
+}
+
+function chainText(chain) {
     if (!chain.length) return "unprocessed";
     return chain.map((step) => {
       const params = Object.entries(step.parameters).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("/") : v}`);
@@ -289,7 +305,8 @@
           c.reason ? el("span", { class: "reason", text: c.reason }) : null)),
         cell("Age", duration(c.age_s)),
         cell("Last minutes", h.t.length > 1 ? sparkline(h.t, h.v, h.q, 160, 32) : "—"),
-        cell("Processing", el("span", { class: "chain", text: chainText(c.chain) })));
+        cell("Processing", el("span", {}, el("span", { class: "chain", text: chainText(c.chain) }),
+          calibrationNote(c))));
     }));
     const health = Object.entries(d.health);
     $("health-panel").hidden = health.length === 0;

@@ -35,6 +35,9 @@ class Subscriber:
         self._file = open(path, "wb")
         command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic,
                    "-i", f"bench-sub-{os.getpid()}", "-F", "%U %t %p"]
+        prefix = topic.rsplit("/", 1)[0]
+        for control in ("checkpoint", "gateway-key"):  # the route's signed checkpoints and key: binary payloads
+            command += ["-T", f"{prefix}/{control}"]  # would break the one-line-per-message file
         if shutil.which("stdbuf"):
             command = ["stdbuf", "-oL"] + command  # line by line, so counting while it runs sees every message
         self._process = subprocess.Popen(command, stdout=self._file, stderr=subprocess.DEVNULL)

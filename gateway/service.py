@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 
-from . import native, sinks
+from . import logs, native, sinks
 from .acks import Acker
 from .admission import Admission
 from .backpressure import Backlog
@@ -24,7 +24,7 @@ from .chains import warmup_seconds
 from .commit import GroupCommit
 from .config import GatewayConfig
 from .delivery import DeliveryLoop, Sink, make_loops, run_loops
-from .errors import GatewayError
+from .errors import GatewayError, OutboxFull
 from .ingest import SerialLink, UdpLink
 from .keys import KeyStore
 from .metrics import GatewayMetrics
@@ -195,6 +195,9 @@ class Gateway:
         if self.book is not None and self.writer is not None:
             try:  # a start then replays no frames into the windows
                 await self.writer.run(self.outbox.save_windows, *self.book.snapshot())
+            except OutboxFull as exc:  # the next start replays the frames instead
+                log.warning("replay windows not saved at stop; the next start rebuilds them from the frames",
+                            extra={"why": str(exc)})
             except Exception:  # noqa: BLE001 - the next start replays the frames instead
                 log.exception("replay windows not saved at stop; the next start rebuilds them from the frames")
         for link in links:
@@ -236,11 +239,13 @@ class Gateway:
     # ------------------------------------------------------------ maintenance
 
     async def _maintain(self) -> None:
-        """Prune, checkpoint and refresh the gauges; while the outbox is full,
-        look every second for freed space."""
+        """Prune, checkpoint and refresh the gauges; while the outbox is full
+        (or a write failed for want of storage), look every second for
+        freed space."""
         assert self.outbox is not None and self.writer is not None and self.commit is not None and self.book is not None
         outbox, writer, commit, config = self.outbox, self.writer, self.commit, self.config.outbox
         durable = [sink.name for sink in self.sinks if sink.durable]
+        pruning = logs.Spell(log, "pruning the outbox")
         last_prune = 0.0
         while True:
             now = time.monotonic()
@@ -248,13 +253,18 @@ class Gateway:
                 if now - last_prune >= config.prune_interval or commit.full:
                     last_prune = now
                     windows, covered = self.book.snapshot()
-                    frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention, durable,
-                                                            windows, covered, self._history_hold())
-                    if frames or measurements:
-                        await writer.run(outbox.checkpoint)
-                        log.debug("pruned", extra={"frames": frames, "measurements": measurements})
-                    if commit.full:
-                        commit.set_full(await writer.run(outbox.is_full), commit.full_reason)
+                    try:
+                        frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention,
+                                                                durable, windows, covered, self._history_hold())
+                        if frames or measurements:
+                            await writer.run(outbox.checkpoint)
+                            log.debug("pruned", extra={"frames": frames, "measurements": measurements})
+                        pruning.ok()
+                    except OutboxFull as exc:  # the alarm below says it loudly; this is why space may not return
+                        pruning.failed(str(exc))
+                if commit.full or outbox.write_failure:
+                    state = await writer.run(outbox.storage_state)
+                    commit.set_full(bool(state), state)
                 self._update_gauges()
             except RuntimeError:  # the writer is shut down: we are stopping
                 return

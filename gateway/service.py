@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 
-from . import logs, native, sinks
+from . import health, logs, native, sinks
 from .acks import Acker
 from .admission import Admission
 from .backpressure import Backlog
@@ -32,7 +33,7 @@ from .outbox import Outbox
 from .processing import Processor
 from .processing_stage import ProcessingStage
 from .replay import ReplayBook
-from .status import GatewayStatus
+from .status import VERSION, GatewayStatus
 from .writer import Writer
 
 log = logging.getLogger("smemet.gateway")
@@ -51,6 +52,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig, keys: KeyStore | None = None, metrics: GatewayMetrics | None = None) -> None:
         self.config = config
         self.keys = keys if keys is not None else KeyStore.load(config.keys_file)
+        self.keys_loaded_at = time.time()
+        self._keys_mtime = _mtime(config.keys_file)
+        self.health = health.HealthBoard()
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.outbox: Outbox | None = None
         self.writer: Writer | None = None
@@ -73,6 +77,7 @@ class Gateway:
         self._metrics_server = None
         self.started = False
         self.started_at = time.time()
+        self.status = GatewayStatus(self)
 
     # ------------------------------------------------------------ start
 
@@ -98,8 +103,11 @@ class Gateway:
             link.open()
             self.serial.append(link)
             self.backlog.register(link)
+        self.metrics.set_build(VERSION, native.implementation())
+        self.metrics.live_gauge("node_key_loaded", "1 for every node whose key the gateway holds (loaded or reloaded)",
+                                "node", lambda: dict.fromkeys(self.keys.nodes(), 1))
         if config.metrics.port:
-            self._metrics_server = self.metrics.serve(config.metrics.bind, config.metrics.port)
+            self._metrics_server = self.metrics.serve(config.metrics.bind, config.metrics.port, self.health.response)
         await self.processing.start()
         await self.commit.start()
         self.sinks = self._build_sinks()
@@ -131,6 +139,10 @@ class Gateway:
         # be freed anyway: ~8 % of the gateway's CPU end to end.
         gc.set_threshold(50_000, 20, 20)
         self.started = True
+        self._update_gauges()
+        if not len(self.keys):
+            log.warning("the key file lists no node: every node's frames are rejected as unknown-node; add keys with "
+                        "smemet gateway keys add NODE --config ... and reload", extra={"file": config.keys_file})
         log.info(
             "gateway started",
             extra={"id": config.gateway_id, "nodes": len(self.keys), "udp": _udp_text(self.udp),
@@ -140,7 +152,7 @@ class Gateway:
         )
 
     def _build_sinks(self) -> list[Sink]:
-        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry, GatewayStatus(self))
+        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry, self.status)
         built: list[Sink] = []
         for kind in sinks.kinds():
             section = self.config.sinks.get(kind.SECTION)
@@ -170,8 +182,15 @@ class Gateway:
             return
         before = set(self.keys.nodes())
         self.keys.replace_with(fresh)
+        self.keys_loaded_at = time.time()
+        self._keys_mtime = _mtime(self.config.keys_file)
         after = set(self.keys.nodes())
         log.info("keys reloaded", extra={"nodes": len(after), "added": len(after - before), "removed": len(before - after)})
+
+    def key_file_changed(self) -> bool:
+        """Whether the key file was modified after the keys were (re)loaded."""
+        mtime = _mtime(self.config.keys_file)
+        return mtime is not None and self._keys_mtime is not None and mtime > self._keys_mtime
 
     # ------------------------------------------------------------ stop
 
@@ -294,6 +313,14 @@ class Gateway:
             drops = self.udp.kernel_drops()
             if drops is not None:
                 m.udp_receive_drops.set(drops)
+        self.health.update(health.document(self.status))
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def _udp_text(udp: UdpLink | None) -> str:

@@ -103,10 +103,10 @@ def _check_config(args) -> int:
         sys.stdout.write("\n")
         return 0 if report.ok else EXIT_USER_ERROR
     for warning in report.warnings:
-        print(f"smemet gateway: warning: {warning}", file=sys.stderr)
+        print(f"smemet gateway check-config: warning: {warning}", file=sys.stderr)
     if not report.ok:
         for problem in report.problems:
-            print(f"smemet gateway: error: {problem}", file=sys.stderr)
+            print(f"smemet gateway check-config: error: {problem}", file=sys.stderr)
         return EXIT_USER_ERROR
     print(f"{args.config}: ok ({_count(report.nodes, 'node')}, {_count(len(config.serial), 'serial port')}, "
           f"{_count(len(config.channels), 'processed channel')}, {_count(len(config.routes), 'route')})")

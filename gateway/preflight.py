@@ -63,11 +63,11 @@ def _outbox(config: GatewayConfig, report: Report) -> None:
         report.problems.append(f"{where}: folder {directory} does not exist; create it, owned by the gateway's user "
                                f"(install -d -o smemet -m 700 {directory})")
         return
-    if not os.access(directory, os.W_OK | os.X_OK):
+    problem = write_test(directory)
+    if problem == "permission denied":
         report.problems.append(f"{where}: folder {directory} is not writable by this user (permission denied); "
                                f"run the gateway as its owner or chown it: chown smemet: {directory}")
         return
-    problem = write_test(directory)
     if problem:
         report.problems.append(f"{where}: cannot write in {directory}: {problem}")
         return

@@ -109,6 +109,22 @@ def register_node(keys_file: str, node: str, key: bytes | None = None) -> tuple[
         raise UserError(str(exc)) from None
 
 
+def check_writable(keys_file: str) -> None:
+    """UserError unless the key store can be written (added to) by this
+    user: checked before a command touches a node, not half-way."""
+    import os
+
+    directory = os.path.dirname(os.path.abspath(keys_file))
+    if not os.path.isdir(directory):
+        raise UserError(f"the key store's folder {directory} does not exist (key store {keys_file}); create it or "
+                        "give another --keys / --gateway-config")
+    target = keys_file if os.path.exists(keys_file) else directory
+    # the key file is replaced through a file beside it: its folder must be writable too
+    if not os.access(directory, os.W_OK | os.X_OK) or not os.access(target, os.W_OK):
+        raise UserError(f"cannot add a key to {keys_file}: {directory} is not writable by this user; run as the "
+                        "gateway's user (sudo -u smemet smemet ...) or give a key store you may write")
+
+
 # ---------------------------------------------------------------- metrics
 
 

@@ -158,7 +158,10 @@ def test_a_full_outbox_is_said_in_nodes_and_healthz(tmp_path):
                 if full >= 5:
                     break
         assert full >= 5, "the 64 KiB outbox never said full"
-        state = _nodes_json(gw)
+        deadline = time.monotonic() + 10
+        while not (state := _nodes_json(gw))["storage"]["reason"]:  # /healthz is refreshed every second
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
         assert state["storage"]["full"] is True and state["storage"]["refused_frames"] >= 5
         assert "max_bytes" in state["storage"]["reason"] and state["health"] == "failing"
         table = smemet("nodes", "--gateway-config", str(gw.config)).stdout

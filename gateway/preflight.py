@@ -103,17 +103,17 @@ def listening(config: GatewayConfig) -> list[tuple[str, str, str, int]]:
     """(what, "udp" | "tcp", bind, port) of every socket ``run`` listens on."""
     found = []
     if config.udp is not None:
-        found.append((f"{config.source}: ingest.udp", "udp", config.udp.bind, config.udp.port))
+        found.append((f"{config.source}: ingest.udp.port", "udp", config.udp.bind, config.udp.port))
     if config.metrics.port:
-        found.append((f"{config.source}: metrics", "tcp", config.metrics.bind, config.metrics.port))
+        found.append((f"{config.source}: metrics.port", "tcp", config.metrics.bind, config.metrics.port))
     for section, parsed in config.sinks.items():
         for item in parsed if isinstance(parsed, (list, tuple)) else [parsed]:
             bind, port = getattr(item, "bind", None), getattr(item, "port", None)
             if isinstance(bind, str) and isinstance(port, int) and port:
-                found.append((f"{config.source}: {section}", "tcp", bind, port))
+                found.append((f"{config.source}: {section}.port", "tcp", bind, port))
     server = getattr(config.modbus, "server", None)
     if server is not None and server.enabled:
-        found.append((f"{config.source}: modbus.server", "tcp", server.host, server.port))
+        found.append((f"{config.source}: modbus.server.port", "tcp", server.host, server.port))
     return found
 
 

@@ -112,8 +112,17 @@ def run(args) -> int:
     else:
         keys_file, default_port = args.keys, node_config.DEFAULT_GATEWAY_PORT
     gateway = node_config.parse_gateway(args.gateway or "127.0.0.1", default_port)
+    _check_key_store(keys_file, [f"{args.prefix}-{i}" for i in range(1, args.nodes + 1)])
     with flash.image_from(args.image, romfs=True) as image:
         return _run_fleet(args, story, keys_file, gateway, image)
+
+
+def _check_key_store(keys_file: str, names: list[str]) -> None:
+    """Nodes not in the key store are added to it: it must be writable,
+    found before the firmware is built and the boards started."""
+    known = gateway_state.registered_nodes(keys_file) if Path(keys_file).exists() else {}
+    if any(name not in known for name in names):
+        gateway_state.check_writable(keys_file)
 
 
 def _run_fleet(args, story, keys_file, gateway, image) -> int:

@@ -61,8 +61,20 @@ def users_file(args) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _existing(path: str) -> dict[str, str]:
-    return load_users(path, path) if os.path.exists(path) else {}
+def _existing(path: str, must_exist: bool = False) -> dict[str, str]:
+    if os.path.exists(path):
+        return load_users(path, path)
+    if must_exist:
+        raise GatewayError(f"{path} does not exist; add a user with `smemet gateway opcua-user add NAME "
+                           f"--users-file {path}` (it creates the file)")
+    return {}
+
+
+def _check_folder(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GatewayError(f"{path}: folder {folder} does not exist; create it first (mkdir -p {folder}) "
+                           "or give another --users-file")
 
 
 def _add(args) -> int:
@@ -71,6 +83,7 @@ def _add(args) -> int:
     except ValueError as exc:
         raise GatewayError(str(exc)) from None
     path = users_file(args)
+    _check_folder(path)
     users = _existing(path)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -99,6 +112,6 @@ def _remove(args) -> int:
 
 
 def _list(args) -> int:
-    for name in sorted(_existing(users_file(args))):
+    for name in sorted(_existing(users_file(args), must_exist=True)):
         print(name)
     return 0

@@ -19,7 +19,8 @@ def parse(value, context) -> list[RouteConfig]:
 
 
 def sinks(config: list[RouteConfig], context) -> list[MqttSink]:
-    return [MqttSink(route) for route in config]
+    status = getattr(context, "status", None)  # which channels are processed: binary32 readings printed as such
+    return [MqttSink(route, status) for route in config]
 
 
 async def run_routes(routes: list[RouteConfig], outbox, stop, registry=None) -> None:

@@ -129,6 +129,7 @@ def test_web_user_writes_an_owner_only_file_the_gateway_accepts(tmp_path):
     smemet("gateway", "web-user", "add", "ben", "--users-file", str(users_path), "--password-stdin",
            stdin="another-password\n")
     assert smemet("gateway", "web-user", "list", "--config", str(config)).stdout.split() == ["anna", "ben"]
+    assert json.loads(smemet("gateway", "web-user", "list", "--config", str(config), "--json").stdout) == ["anna", "ben"]
     assert smemet("gateway", "check-config", "--config", str(config)).returncode == 0
     assert smemet("gateway", "web-user", "remove", "ben", "--config", str(config)).returncode == 0
     assert list(read_users_file(str(users_path))) == ["anna"]

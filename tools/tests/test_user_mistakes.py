@@ -326,3 +326,15 @@ def test_nodes_and_commission_against_a_web_page_instead_of_metrics(site, port):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["opcua-user", "web-user"])
+def test_user_lists_print_json_too(tmp_path, kind):
+    users = tmp_path / "users"
+    for name in ("mes", "anna"):
+        added = smemet("gateway", kind, "add", name, "--users-file", users, "--password-stdin", stdin="a-long-password\n")
+        assert added.returncode == 0, added.stderr
+    import json
+
+    listed = smemet("gateway", kind, "list", "--users-file", users, "--json")
+    assert listed.returncode == 0 and sorted(json.loads(listed.stdout)) == ["anna", "mes"], listed.stderr

@@ -8,6 +8,7 @@ gateway reads it again at the next login: no restart needed.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 import tomllib
@@ -32,6 +33,7 @@ def register(commands, guard) -> None:
     remove.set_defaults(func=guard(_remove))
     listing = user_commands.add_parser("list", help="list the user names")
     _file_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(func=guard(_list))
 
 
@@ -112,6 +114,10 @@ def _remove(args) -> int:
 
 
 def _list(args) -> int:
-    for name in sorted(_existing(users_file(args), must_exist=True)):
+    names = sorted(_existing(users_file(args), must_exist=True))
+    if args.json:
+        print(json.dumps(names))
+        return 0
+    for name in names:
         print(name)
     return 0

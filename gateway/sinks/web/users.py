@@ -12,6 +12,7 @@ the shell history and the process list).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 import tomllib
@@ -38,6 +39,7 @@ def register(commands, guard) -> None:
     remove.set_defaults(func=guard(_remove))
     listing = leaves.add_parser("list", help="list the user names (not the hashes)")
     _file_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(func=guard(_list))
 
 
@@ -129,6 +131,10 @@ def _remove(args) -> int:
 
 
 def _list(args) -> int:
-    for name in _load(users_file(args), must_exist=True):
+    names = list(_load(users_file(args), must_exist=True))
+    if args.json:
+        print(json.dumps(names))
+        return 0
+    for name in names:
         print(name)
     return 0

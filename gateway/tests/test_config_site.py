@@ -87,7 +87,7 @@ def test_a_key_file_readable_by_its_group_is_called_that(site):
     one_line_error(smemet("gateway", "check-config", "--config", str(site)), "readable by others (mode 0604)")
 
 
-def test_route_files_and_ids_follow_the_config_file_and_the_gateway_id(tmp_path):
+def test_route_files_and_ids_follow_the_config_file_and_the_gateway_id(tmp_path, monkeypatch):
     site = tmp_path / "etc"
     site.mkdir()
     write_keys(str(site / "keys.toml"), ["n1"])
@@ -97,7 +97,7 @@ def test_route_files_and_ids_follow_the_config_file_and_the_gateway_id(tmp_path)
         '[gateway]\nid = "plant1-gw"\n[keys]\nfile = "keys.toml"\n[outbox]\npath = "outbox.sqlite"\n'
         '[[routes]]\nname = "partner-a"\nbroker = "mqtt://127.0.0.1:1883"\ninclude = ["*"]\n'
         'username = "a"\npassword_file = "partner-a.password"\n')
-    os.chdir("/")  # as systemd runs it
+    monkeypatch.chdir("/")  # as systemd runs it (restored after: later tests start children from the checkout)
     config = load_config(str(site / "gateway.toml"))
     route = config.routes[0]
     assert route.password == "s3cret"

@@ -17,11 +17,13 @@ from smemet.protocol.errors import ProtocolError, error
 from . import opener
 from .acks import ACK_OK, Acker
 from .commit import GroupCommit
+from .keys import NODE_ID
 from .logs import RateLimiter
 from .metrics import GatewayMetrics
 from .replay import Admitted, ReplayBook, Verdict
 
 log = logging.getLogger("smemet.gateway.admission")
+UNKNOWN_NAMES = 256
 
 
 class Link(Protocol):
@@ -54,6 +56,12 @@ class Admission:
         self._synced: dict[str, bool] = {}
         self.rejects: dict[str, dict[str, int]] = {}  # registered node -> reason -> count
         self.rejects_total: dict[str, int] = {}  # reason -> count, every sender
+        # Frames from nodes without a key, by the id they claim (a node whose
+        # key was added but not loaded shows here), for at most
+        # UNKNOWN_NAMES names: anyone can send any id.
+        self.unknown: dict[str, int] = {}
+        metrics.live_counter("unknown_node_frames", "Frames rejected as unknown-node, by the node id they claim "
+                             f"(the first {UNKNOWN_NAMES} ids)", "node", lambda: self.unknown)
 
     @property
     def last_seen(self) -> dict[str, float]:
@@ -81,11 +89,12 @@ class Admission:
         now = self._clock()
         received = self._received
         received[link.name] = received.get(link.name, 0) + 1
+        header = None
         try:
             header = opener.read_header(frame)
             opener.authenticate(header, self._key_for)
         except ProtocolError as exc:
-            self._reject(exc, link, address, getattr(exc, "node", None))
+            self._reject(exc, link, address, getattr(exc, "node", None), header)
             return
         kid, seq = header.kid, header.seq
         node = messages.node_name(kid)
@@ -118,7 +127,7 @@ class Admission:
         self._peer[node] = (link.name, address)
         self._synced[node] = synced
 
-    def _reject(self, exc: ProtocolError, link: Link, address, node: str | None) -> None:
+    def _reject(self, exc: ProtocolError, link: Link, address, node: str | None, header=None) -> None:
         counter = self._rejected.get(exc.reason)
         if counter is None:
             counter = self._rejected[exc.reason] = self._metrics.frames_rejected.labels(exc.reason)
@@ -128,6 +137,10 @@ class Admission:
             self._metrics.node_frames_rejected.labels(node, exc.reason).inc()
             per_node = self.rejects.setdefault(node, {})
             per_node[exc.reason] = per_node.get(exc.reason, 0) + 1
+        elif exc.reason == "unknown-node" and header is not None:
+            claimed = messages.node_name(header.kid)
+            if claimed in self.unknown or (len(self.unknown) < UNKNOWN_NAMES and NODE_ID.match(claimed)):
+                self.unknown[claimed] = self.unknown.get(claimed, 0) + 1
         allowed, suppressed = self._log_limit.allow(exc.reason)
         if allowed:
             log.warning(

@@ -29,7 +29,8 @@ polynomial        coefficients* (list, ascending powers: c0 + c1*x + ...)
 thermocouple_life kind* (thermocouple type: the default limits), band (100 °C),
                   cycle_above, hysteresis (50 °C), limit_above, limit_hours,
                   limit_cycles, over_limit ("uncertain" | "bad"), max_gap (300 s)
-thermocouple      kind* ("K" | "S" | "R" | "B"), cold_junction* (°C, or
+thermocouple      kind* ("K" | "S" | "R" | "B" | "N" | "J" | "E" | "T"),
+                  cold_junction* (°C, or
                   "per-sample" to pass one CJ temperature per sample)
 current_loop      lrv* (value at 4 mA), urv* (value at 20 mA)
 range             min, max (at least one)
@@ -57,6 +58,7 @@ from . import kernels as _kernels
 from . import quality as codes
 from .calibration.life import LIFE_DEFAULTS
 from .errors import ConfigError
+from .kernels import its90 as _its90
 from .kernels.batch import run_chain as _pure_run_chain
 from .settings import Table, quoted  # works on either twin's kernels (their ``process``)
 
@@ -144,7 +146,7 @@ def _thermocouple_life(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
 
 
 def _thermocouple(p: Table, k: ModuleType) -> tuple[Any, bool, bool]:
-    kind = p.choice("kind", ("K", "S", "R", "B"))
+    kind = p.choice("kind", _its90.TYPES)
     if p.get("cold_junction") == "per-sample":
         return k.Thermocouple(kind, 0.0), True, False
     if p.has("cold_junction") and isinstance(p.get("cold_junction"), str):

@@ -2,31 +2,41 @@
 
 ``register(subparsers)`` adds the ``gateway`` command to the ``smemet``
 command line; each leaf sets ``func(args) -> exit code``.  A user mistake
-(bad config, open key file, missing serial port) prints one line on stderr
-and exits 2, never a traceback.
+(bad config, open key file, missing serial port, a port in use) prints one
+line on stderr and exits 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
 from .errors import GatewayError
 
 EXIT_USER_ERROR = 2
+RELOAD_HINT = "reload the gateway so it knows the node: sudo systemctl reload smemet-gateway (or kill -HUP its pid)"
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    gateway = subparsers.add_parser("gateway", help="the gateway service: run it, check its config, manage node keys and OPC UA users")
+    gateway = subparsers.add_parser("gateway", help="the gateway service: run it, check its config, manage node keys and OPC UA users",
+                                    description="The gateway service: run it, check its config, manage node keys and "
+                                    "the OPC UA and web console users.")
     commands = gateway.add_subparsers(dest="gateway_command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="run the gateway until SIGTERM/SIGINT")
+    run = commands.add_parser("run", help="run the gateway until SIGTERM/SIGINT (SIGHUP reloads the key file)")
     run.add_argument("--config", required=True, metavar="FILE", help="gateway.toml (reference: docs/gateway.toml)")
     run.set_defaults(func=_guard(_run))
 
-    check = commands.add_parser("check-config", help="validate a config and its key file, then exit")
+    check = commands.add_parser("check-config", help="check a config, its key file and what running it needs, then exit",
+                                description="Validate gateway.toml and its key file, and check what `gateway run` "
+                                "needs: the outbox folder writable, the serial ports there and ours, the UDP and "
+                                "listening ports free. Exit 0 when it would start, 2 when not (each problem one line).")
     check.add_argument("--config", required=True, metavar="FILE")
+    check.add_argument("--no-ports", action="store_true",
+                       help="skip the port checks (the gateway is running and holds them)")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
     check.set_defaults(func=_guard(_check_config))
 
     keys = commands.add_parser("keys", help="node keys")
@@ -38,6 +48,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     add.set_defaults(func=_guard(_keys_add))
     listing = key_commands.add_parser("list", help="list the node ids in the key file (not the keys)")
     _key_file_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(func=_guard(_keys_list))
     from .sinks.opcua import users_cli
 
@@ -63,39 +74,54 @@ def _key_file_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _guard(command):
-    def guarded(args) -> int:
-        try:
-            return command(args)
-        except GatewayError as exc:
-            print(f"smemet gateway: error: {exc}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        except KeyboardInterrupt:
-            return 130
-
-    return guarded
+    """A gateway command as the smemet command line runs it: a GatewayError
+    (what the operator must fix) is one line, exit 2 (smemet/cli.py)."""
+    return command
 
 
 def _run(args) -> int:
-    from . import logs, service
+    from . import logs, preflight, service
     from .config import load_config
 
     config = load_config(args.config)
+    report = preflight.check(config)
+    if not report.ok:
+        raise GatewayError(report.problems[0] + (f" (and {len(report.problems) - 1} more: smemet gateway "
+                                                 f"check-config --config {args.config})" if len(report.problems) > 1 else ""))
     logs.setup(config.log.level, config.log.format)
     asyncio.run(service.run(config))
     return 0
 
 
 def _check_config(args) -> int:
+    from . import preflight
     from .config import load_config
-    from .keys import KeyStore
 
     config = load_config(args.config)
-    keys = KeyStore.load(config.keys_file)
-    print(
-        f"{args.config}: ok ({len(keys)} nodes, {len(config.serial)} serial ports, "
-        f"{len(config.channels)} processed channels, {len(config.routes)} routes)"
-    )
+    report = preflight.check(config, ports=not args.no_ports)
+    summary = {
+        "config": args.config, "ok": report.ok, "problems": report.problems, "warnings": report.warnings,
+        "nodes": report.nodes, "serial_ports": len(config.serial), "processed_channels": len(config.channels),
+        "routes": len(config.routes), "gateway_id": config.gateway_id, "outbox": config.outbox.path,
+        "key_file": config.keys_file,
+    }
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0 if report.ok else EXIT_USER_ERROR
+    for warning in report.warnings:
+        print(f"smemet gateway check-config: warning: {warning}", file=sys.stderr)
+    if not report.ok:
+        for problem in report.problems:
+            print(f"smemet gateway check-config: error: {problem}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(f"{args.config}: ok ({_count(report.nodes, 'node')}, {_count(len(config.serial), 'serial port')}, "
+          f"{_count(len(config.channels), 'processed channel')}, {_count(len(config.routes), 'route')})")
     return 0
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _key_file(args) -> str:
@@ -103,7 +129,7 @@ def _key_file(args) -> str:
         return args.key_file
     from .config import load_config
 
-    return load_config(args.config).keys_file
+    return load_config(args.config, sinks=False).keys_file
 
 
 def _keys_add(args) -> int:
@@ -118,15 +144,21 @@ def _keys_add(args) -> int:
     path = _key_file(args)
     key = add_key(path, args.node, key)
     print(key.hex())
-    print(f"added node {args.node} to {path}; give the node this key (it is not shown again)", file=sys.stderr)
+    print(f"added node {args.node} to {path}; give the node this key (it is not shown again); "
+          f"a running gateway does not know it yet: {RELOAD_HINT}", file=sys.stderr)
     return 0
 
 
 def _keys_list(args) -> int:
     from .keys import KeyStore
 
-    for node in KeyStore.load(_key_file(args)).nodes():
-        print(node)
+    nodes = KeyStore.load(_key_file(args)).nodes()
+    if args.json:
+        json.dump(nodes, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for node in nodes:
+            print(node)
     return 0
 
 
@@ -149,7 +181,6 @@ def _signing_key_show(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m smemet.gateway …`` (same commands as ``smemet gateway …``)."""
-    parser = argparse.ArgumentParser(prog="smemet")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    from smemet.cli import main as smemet_main
+
+    return smemet_main(["gateway", *(sys.argv[1:] if argv is None else argv)])

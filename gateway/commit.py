@@ -36,6 +36,17 @@ log = logging.getLogger("smemet.gateway.commit")
 FULL_LOG_INTERVAL = 10.0  # seconds between "outbox full" lines while it stays full
 
 
+def _advice(reason: str) -> str:
+    """What the operator does about a full outbox, from why it is full."""
+    if "read-only" in reason:
+        return "the file system went read-only (a disk error?): check dmesg, then remount it read-write or restart"
+    if "I/O error" in reason:
+        return "the disk reports I/O errors: check it (dmesg, smartctl) and move the outbox to a healthy disk"
+    if "disk full" in reason or "quota" in reason:
+        return "free space on that disk (the gateway accepts again by itself)"
+    return "a route not delivering? (smemet_sink_lag_measurements) or raise [outbox] max_bytes"
+
+
 class GroupCommit:
     def __init__(self, outbox: Outbox, writer: Writer, book: ReplayBook, acker: Acker, metrics: GatewayMetrics,
                  config: OutboxConfig, backlog: Backlog, on_committed: Callable[[CommittedBatch], None],
@@ -51,14 +62,17 @@ class GroupCommit:
         self._clock = clock
         self.full = False
         self.full_reason = ""
+        self.refused = 0  # frames answered ACK "full" since start
         self.closing = False
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._last_full_log = 0.0
+        self._last_full_log = -FULL_LOG_INTERVAL
+        self._announced = False  # the "full" line was logged for this spell of fullness
         self._virtual_next: dict[str, int] = {}
 
     async def start(self) -> None:
-        self.set_full(await self._writer.run(self._outbox.is_full), "size limit")
+        state = await self._writer.run(self._outbox.storage_state)
+        self.set_full(bool(state), state)
         self._task = asyncio.create_task(self._loop(), name="group commit")
 
     async def drain(self) -> None:
@@ -85,6 +99,7 @@ class GroupCommit:
     def refuse(self, kid: bytes, replies) -> None:
         """ACK status full: nothing stored, the node keeps the frame and backs off."""
         self._metrics.frames_refused_full.inc()
+        self.refused += 1
         self._acker.send(kid, [], ACK_FULL, replies)
         self._log_full()
 
@@ -92,20 +107,26 @@ class GroupCommit:
         now = time.monotonic()
         if now - self._last_full_log >= FULL_LOG_INTERVAL:
             self._last_full_log = now
+            self._announced = True
             log.error(
-                "outbox full: refusing frames (nodes keep them and back off); free space or raise [outbox] max_bytes",
-                extra={"path": self._outbox.path, "max_bytes": self._outbox.max_bytes, "why": self.full_reason},
+                f"outbox full: refusing frames (nodes keep them and back off): {self.full_reason}; "
+                f"{_advice(self.full_reason)}",
+                extra={"path": self._outbox.path, "max_bytes": self._outbox.max_bytes,
+                       "refused": self.refused},
             )
 
     def set_full(self, full: bool, why: str = "") -> None:
-        if full != self.full:
-            if full:
-                self._last_full_log = 0.0
-                self.full_reason = why
+        """Raise or clear the storage alarm.  The log says so at most every
+        10 s, also when a disk at its edge flips between full and not."""
+        if full:
+            self.full_reason = why or self.full_reason or "outbox full"
+            if not self.full:
                 self._log_full()
-            else:
+        elif self.full:
+            if self._announced:
                 log.warning("outbox has space again: accepting frames", extra={"path": self._outbox.path})
-                self.full_reason = ""
+                self._announced = False
+            self.full_reason = ""
         self.full = full
         self._metrics.storage_full.set(1 if full else 0)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,21 +112,17 @@ def _lookup(entries: tuple, name: str):
     return None
 
 
-def load_config(path: str) -> GatewayConfig:
-    """Read and validate ``path``; raises ConfigError."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "config file not found (see docs/gateway.toml for a reference)") from None
-    except OSError as exc:
-        raise ConfigError(path, f"cannot read config file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, f"not valid TOML ({exc})") from None
-    return parse_config(data, path)
+def load_config(path: str, *, sinks: bool = True) -> GatewayConfig:
+    """Read and validate ``path``; raises ConfigError.  ``sinks=False``
+    leaves the outputs' sections unread (still checked to be known keys):
+    tools that only need the key file, outbox and metrics then do not need
+    the partners' passwords or certificates."""
+    from .settings import read_toml
+
+    return parse_config(read_toml(path, "config file", "see docs/gateway.toml for a reference"), path, sinks=sinks)
 
 
-def parse_config(data: dict, source: str) -> GatewayConfig:
+def parse_config(data: dict, source: str, *, sinks: bool = True) -> GatewayConfig:
     from . import sinks as sink_kinds
 
     base = os.path.dirname(os.path.abspath(source))
@@ -200,13 +195,14 @@ def parse_config(data: dict, source: str) -> GatewayConfig:
 
     channels, units = _channels(data.get("channels", {}), source)
     context = sink_kinds.ParseContext(source, base, gateway_id)
-    sinks = {kind.SECTION: kind.parse(data[kind.SECTION], context) for kind in kinds if kind.SECTION in data}
+    outputs = {kind.SECTION: kind.parse(data[kind.SECTION], context)
+               for kind in kinds if kind.SECTION in data} if sinks else {}
     modbus = _modbus(data["modbus"], source) if "modbus" in data else None
     ledger = parse_ledger(data.get("ledger", {}), source, base)
     calibration = parse_calibration(data.get("calibration", {}), source)
     return GatewayConfig(
         source=source, gateway_id=gateway_id, keys_file=keys_file, outbox=outbox, udp=udp,
-        serial=tuple(serial), metrics=metrics, log=log, channels=channels, units=units, sinks=sinks, modbus=modbus,
+        serial=tuple(serial), metrics=metrics, log=log, channels=channels, units=units, sinks=outputs, modbus=modbus,
         shutdown_grace=shutdown_grace, backlog_frames=backlog_frames, ledger=ledger, calibration=calibration,
     )
 

@@ -5,6 +5,7 @@ admission stage with an address its ACK goes back to."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -94,9 +95,8 @@ class UdpLink:
         except OSError as exc:
             if sock is not None:
                 sock.close()
-            raise IngestError(
-                f"cannot listen for UDP on [{bind}]:{port} ({exc.strerror}); another gateway running, or change [ingest.udp] port/bind"
-            ) from None
+            raise IngestError(f"cannot listen for UDP on [{bind}]:{port}: {explain_bind(exc, 'udp', port)} "
+                              "([ingest.udp] port/bind)") from None
         # A burst of frames must wait in the kernel, not be dropped, while a
         # commit runs or ingest is paused: ask for receive_buffer bytes (root
         # may exceed net.core.rmem_max; others get what it allows).
@@ -157,6 +157,19 @@ class UdpLink:
             self._sock = None
 
 
+def explain_bind(exc: OSError, kind: str, port: int) -> str:
+    """Why a port cannot be bound, and what to do, by errno."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} is in use by another program (another gateway? see `ss -{kind[0]}lpn | grep :{port}`); "
+                "stop it or choose another port")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE "
+                "(AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit), or choose a port of 1024 or more")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address; bind to one of its addresses, 0.0.0.0 or ::"
+    return exc.strerror or str(exc)
+
+
 def _socket_inode(sock: socket.socket) -> str | None:
     try:
         target = os.readlink(f"/proc/self/fd/{sock.fileno()}")  # "socket:[12345]"
@@ -173,7 +186,31 @@ def check_serial_device(device: str) -> None:
             f"(ls /dev/serial/by-id/) or remove it from [[ingest.serial]]"
         )
     if not os.access(device, os.R_OK | os.W_OK):
-        raise IngestError(f"serial port {device} is not readable and writable by this user; add the user to group 'dialout'")
+        raise IngestError(f"serial port {device} is not readable and writable by this user; {port_access_advice(device)}")
+
+
+def port_access_advice(device: str) -> str:
+    """What to do about a serial port this user may not open: join its group
+    when that is a group for devices (dialout, uucp, tty), else a udev rule;
+    never "join group root"."""
+    import grp
+    import pwd
+
+    info = os.stat(device)
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    mode = f"{owner}:{group} mode {info.st_mode & 0o777:03o}"
+    if info.st_gid != 0 and info.st_mode & 0o060 == 0o060:
+        return f"it is {mode}: add the user to group {group} (sudo usermod -aG {group} USER), then log in again"
+    return (f"it is {mode}, so no group gives access: add a udev rule giving it to group dialout "
+            f"(SUBSYSTEM==\"tty\", KERNEL==\"{os.path.basename(device)}\", GROUP=\"dialout\", MODE=\"0660\"), "
+            "or run as root")
 
 
 class SerialLink:

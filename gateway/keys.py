@@ -9,6 +9,7 @@ prints the new key once so it can be given to the node.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,11 +17,12 @@ import secrets
 import stat
 import tomllib
 
-from .errors import KeyFileError
+from .errors import ConfigError, KeyFileError
+from .settings import read_text, who_may_access
 
 KEY_BYTES = 32  # the HMAC key length `keys add` generates
 MIN_KEY_BYTES = 16
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}$")
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}$")
 
 
 
@@ -41,13 +43,13 @@ def check_permissions(path: str) -> None:
         )
     if info.st_mode & 0o077:
         raise KeyFileError(
-            f"{path}: key file is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"fix with `chmod 600 {path}`"
+            f"{path}: key file is {who_may_access(info.st_mode)} (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"node keys must be readable by the gateway's user only: fix with `chmod 600 {path}`"
         )
 
 
 def validate_node_id(node: str) -> None:
-    if not _NODE_ID.match(node):
+    if not NODE_ID.match(node):
         raise KeyFileError(
             f"node id {node!r} is not valid: 1-32 characters, letters, digits and . _ : - (starting with a letter or digit)"
         )
@@ -90,11 +92,7 @@ class KeyStore:
     @classmethod
     def load(cls, path: str) -> "KeyStore":
         check_permissions(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeError) as exc:
-            raise KeyFileError(f"{path}: cannot read key file ({exc})") from None
+        text = _read(path)
         keys = {}
         for node, value in _parse(path, text).items():
             validate_node_id(node)
@@ -130,10 +128,10 @@ def add_key(path: str, node: str, key: bytes | None = None) -> bytes:
         raise KeyFileError(f"a key must be at least {MIN_KEY_BYTES} bytes")
     if os.path.exists(path):
         check_permissions(path)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = _read(path)
         existing = _parse(path, text) if text.strip() else {}
     else:
+        _check_directory(path)
         text, existing = "", {}
     if node in existing:
         raise KeyFileError(f"{path}: node {node!r} already has a key; remove its line first to replace it")
@@ -144,11 +142,46 @@ def add_key(path: str, node: str, key: bytes | None = None) -> bytes:
         new_text = text + ("" if not text or text.endswith("\n") else "\n") + f'"{node}" = "{key.hex()}"\n'
     # Write beside, fsync, rename: a crash leaves the old file or the new one.
     temporary = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, new_text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, new_text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError as exc:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise KeyFileError(f"{path}: cannot write the key file ({_why(exc, path)}); nothing was changed") from None
     return key
+
+
+def _read(path: str) -> str:
+    try:
+        return read_text(path, "key file")
+    except ConfigError as exc:
+        raise KeyFileError(str(exc)) from None
+
+
+def _check_directory(path: str) -> None:
+    """The folder a new key file goes into must exist and be ours to write."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise KeyFileError(f"{path}: folder {directory} does not exist; create it first (mkdir -p {directory}) "
+                           "or give another --key-file")
+    if not os.access(directory, os.W_OK):
+        raise KeyFileError(f"{path}: folder {directory} is not writable by this user; run as its owner "
+                           f"(e.g. sudo -u smemet ...) or give another --key-file")
+
+
+def _why(exc: OSError, path: str) -> str:
+    if exc.errno == errno.EACCES or exc.errno == errno.EPERM:
+        return f"permission denied on {os.path.dirname(os.path.abspath(path))}: run as its owner"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    return exc.strerror or str(exc)

@@ -73,3 +73,23 @@ class RateLimiter:
             return False, 0
         self._last[key] = now
         return True, self._suppressed.pop(key, 0)
+
+
+class Spell:
+    """A failure that repeats while a condition lasts (a full disk): one line
+    when it starts, one when it ends, nothing for every retry in between."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self.what = what
+        self.failures = 0  # in the current spell; 0: none
+
+    def failed(self, why: str, **fields) -> None:
+        if not self.failures:
+            self._log.warning(f"{self.what} failed, retrying every second until it works: {why}", extra=fields)
+        self.failures += 1
+
+    def ok(self) -> None:
+        if self.failures:
+            self._log.info(f"{self.what} works again", extra={"failed_attempts": self.failures})
+            self.failures = 0

@@ -1,14 +1,22 @@
 """The gateway's Prometheus metrics, on a registry of their own (tests and
 several gateways in one process must not collide on the global one).
 
-Served by prometheus-client's HTTP server, bound to 127.0.0.1 by default:
-metrics name nodes, and nodes are plant topology."""
+Served with prometheus-client's WSGI app on a small threaded server, bound
+to 127.0.0.1 by default (metrics name nodes, and nodes are plant topology),
+with ``/healthz`` beside them (health.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import platform
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector,
+                               make_wsgi_app)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .errors import MetricsError
@@ -86,6 +94,14 @@ class GatewayMetrics:
             f"{PREFIX}_node_store_depth", "Frames a node holds unacknowledged (from its status reports)", ["node"], registry=r
         )
         self.serial_port_up = Gauge(f"{PREFIX}_serial_port_up", "1 while a serial port is open", ["device"], registry=r)
+        # What runs: the version and the process (CPU, memory, open files, start time).
+        self.build_info = Gauge(f"{PREFIX}_build_info", "1, labelled with the gateway's version and implementation",
+                                ["version", "implementation", "python"], registry=r)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def set_build(self, version: str, implementation: str) -> None:
+        self.build_info.labels(version, implementation, platform.python_version()).set(1)
 
     def live_counter(self, name: str, documentation: str, label: str, values: Callable[[], Mapping]) -> None:
         """A counter by ``label`` whose values ``values()`` gives when scraped
@@ -102,11 +118,44 @@ class GatewayMetrics:
         self.registry.register(collector)
         self._lives[collector.name] = collector
 
-    def serve(self, bind: str, port: int):
-        """Start the HTTP endpoint; returns (server, thread) or None when port is 0."""
+    def serve(self, bind: str, port: int, health=None):
+        """Serve the metrics (any path) and, with ``health`` (a callable
+        giving (HTTP status, JSON bytes)), ``/healthz``; returns (server,
+        thread) or None when port is 0."""
         if port == 0:
             return None
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ, start_response):
+            if health is not None and environ.get("PATH_INFO") == "/healthz":
+                code, body = health()
+                start_response(f"{code} {'OK' if code == 200 else 'Service Unavailable'}",
+                               [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                ("Cache-Control", "no-store")])
+                return [body]
+            return metrics_app(environ, start_response)
+
+        server_class = _Server6 if ":" in bind else _Server
         try:
-            return start_http_server(port, addr=bind, registry=self.registry)
+            server = make_server(bind, port, app, server_class, handler_class=_QuietHandler)
         except OSError as exc:
-            raise MetricsError(f"cannot serve metrics on {bind}:{port} ({exc.strerror}); set [metrics] port to a free port or 0") from None
+            from .ingest import explain_bind
+
+            raise MetricsError(f"cannot serve metrics on {bind}:{port}: {explain_bind(exc, 'tcp', port)} "
+                               "([metrics] port; 0 for none)") from None
+        thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+        thread.start()
+        return server, thread
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's name; a scrape is no log line
+        pass

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from . import native
 from .errors import OutboxError, OutboxFull
 from .spine import KIND_DATA, Measurement, ProcessedFrame
+from .storage import disk_space, size_text, storage_problem, write_test
 from .windows import TaggedWindow
 
 SCHEMA_VERSION = 3
@@ -114,17 +115,6 @@ class OutboxStats:
     cursors: dict[str, int]
 
 
-def _storage_error(exc: sqlite3.Error) -> bool:
-    """The disk is full, failing or read-only: like a full outbox, nothing
-    was stored and the node must keep its data."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
-                                            sqlite3.SQLITE_CANTOPEN):
-        return True
-    text = str(exc).lower()
-    return "full" in text or "disk i/o" in text or "readonly" in text or "read-only" in text
-
-
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     connection.execute("PRAGMA journal_mode=WAL")
@@ -148,6 +138,34 @@ def _rollback(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (plant data);
+    SQLite gives its -wal and -shm files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except PermissionError:
+        raise OutboxError(f"{path}: cannot create the outbox database: permission denied on {os.path.dirname(path)}; "
+                          f"make it writable by the gateway's user (chown smemet: {os.path.dirname(path)})") from None
+    except OSError as exc:
+        raise OutboxError(f"{path}: cannot create the outbox database ({exc.strerror})") from None
+
+
+def _open_hint(directory: str, exc: sqlite3.Error) -> str:
+    """What to do when the database does not open, where the cause is known."""
+    problem = storage_problem(exc)
+    disk = disk_space(directory)
+    if disk is not None and disk.read_only:
+        return f"; the file system holding {directory} is read-only: remount it read-write"
+    if problem == "disk full" or (disk is not None and disk.free < disk.reserve):
+        free = "" if disk is None else f" ({size_text(disk.free)} free)"
+        return f"; the disk holding {directory} is full{free}: free space there"
+    if problem in ("read-only", "cannot open its files") and not os.access(directory, os.W_OK):
+        return f"; {directory} is not writable by this user (chown it to the gateway's user)"
+    return ""
 
 
 _codec = native.load("smemet.gateway._frame_codec", "smemet.gateway.frame_codec")
@@ -196,9 +214,10 @@ class Outbox:
     def __init__(self, path: str, max_bytes: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        directory = os.path.dirname(os.path.abspath(path))
+        self.directory = directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise OutboxError(f"{path}: directory {directory} does not exist; create it (owned by the gateway user)")
+        _create_private(path)
         try:
             self._writer = _connect(path, "FULL")
             self._writer.executescript(_SCHEMA)
@@ -209,7 +228,7 @@ class Outbox:
             # switches per processing batch.
             self._processed_db = _connect(path, "NORMAL")
         except sqlite3.Error as exc:
-            raise OutboxError(f"{path}: cannot open the outbox database ({exc})") from None
+            raise OutboxError(f"{path}: cannot open the outbox database ({exc}){_open_hint(directory, exc)}") from None
         # Sinks save cursors often, on the event loop; writing them there
         # would wait for SQLite's write lock behind a commit's fsync (or a
         # prune), stalling ingest.  So a save only notes the cursor; the
@@ -241,6 +260,10 @@ class Outbox:
         self._written = 0  # payload bytes stored since then
         self._history_db: sqlite3.Connection | None = None
         self._history_lock = threading.Lock()
+        # Why the last write failed for want of storage ("" when none since
+        # the last successful probe): a read-only or failing disk looks fine
+        # to statvfs, so until a test write succeeds the outbox stays full.
+        self.write_failure = ""
 
     def _sequence(self, table: str) -> int:
         """The largest id an AUTOINCREMENT ``table`` ever used (outboxes
@@ -291,10 +314,45 @@ class Outbox:
         free = self._writer.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * self.page_size
 
-    def is_full(self) -> bool:
+    def storage_state(self) -> str:
+        """Why nothing more may be stored now, "" when there is room: the
+        size limit, a file system that is full (below its reserve,
+        storage.py) or read-only, or a write that failed for want of
+        storage and still fails (a test write, fsync'd, says so)."""
+        if self.write_failure:
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('storage_probe', ?)", (os.getpid(),))
+                    self._writer.execute("COMMIT")
+                except BaseException:
+                    _rollback(self._writer)
+                    raise
+            except sqlite3.Error as exc:
+                if storage_problem(exc) is None:
+                    raise
+                self.write_failure = self._storage_text(exc)
+                self._room, self._written = 0, 0
+                return self.write_failure
+            self.write_failure = ""
         used = self.used_bytes()
-        self._room, self._written = self.max_bytes - used, 0
-        return used >= self.max_bytes
+        room = self.max_bytes - used
+        disk = disk_space(self.directory)
+        if disk is not None:
+            free_pages = self._writer.execute("PRAGMA freelist_count").fetchone()[0] * self.page_size
+            room = min(room, disk.free + free_pages - disk.reserve)  # free pages are reused before the file grows
+        self._room, self._written = room, 0
+        if disk is not None and disk.read_only:
+            return f"the file system holding {self.directory} is read-only"
+        if used >= self.max_bytes:
+            return f"outbox uses {size_text(used)} of [outbox] max_bytes {size_text(self.max_bytes)}"
+        if room <= 0:
+            return (f"disk full: {size_text(disk.free)} free on the file system holding {self.directory}, "
+                    f"below the {size_text(disk.reserve)} the gateway keeps free for pruning")
+        return ""
+
+    def is_full(self) -> bool:
+        return bool(self.storage_state())
 
     def _may_be_full(self) -> bool:
         """``is_full``, skipped while the bytes written since the last check
@@ -303,6 +361,23 @@ class Outbox:
         if self._written * 4 + 65536 < self._room:
             return False
         return self.is_full()
+
+    def _storage_text(self, exc: BaseException) -> str:
+        problem = storage_problem(exc)
+        if problem in ("I/O error", "read-only", "cannot open its files"):
+            problem = write_test(self.directory) or problem  # which one: SQLite says "disk I/O error" for most
+        disk = disk_space(self.directory)
+        free = "" if disk is None else f", {size_text(disk.free)} free"
+        return f"cannot write {self.path}: {problem} ({exc}{free})"
+
+    def _storage_failed(self, exc: BaseException) -> OutboxFull | None:
+        """The OutboxFull to raise for ``exc`` when it is a storage failure
+        (remembered until a test write succeeds), else None."""
+        if storage_problem(exc) is None:
+            return None
+        self.write_failure = self._storage_text(exc)
+        self._room, self._written = 0, 0
+        return OutboxFull(self.write_failure)
 
     def load_windows(self) -> dict[str, TaggedWindow]:
         """Every node's replay window: as saved, then moved by the frames
@@ -332,13 +407,16 @@ class Outbox:
         """Save replay windows (copies, as they stand after frame
         ``covered_frame_id``), so a start replays fewer frames."""
         db = self._writer
-        db.execute("BEGIN IMMEDIATE")
         try:
-            self._save_windows(windows, covered_frame_id)
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._save_windows(windows, covered_frame_id)
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        except sqlite3.Error as exc:
+            raise self._storage_failed(exc) or exc from None
 
     def commit_frames(self, frames: Sequence[StoredFrame]) -> int:
         """Store ``frames`` in one durable transaction; returns the id of the
@@ -346,7 +424,7 @@ class Outbox:
         when the size limit is reached or the disk is full, failing or
         read-only."""
         if self._may_be_full():
-            raise OutboxFull(f"outbox uses {self.used_bytes()} of {self.max_bytes} bytes")
+            raise OutboxFull(self.storage_state() or f"outbox uses {self.used_bytes()} of {self.max_bytes} bytes")
         db = self._writer
         first = self.last_frame_id + 1
         try:
@@ -361,11 +439,12 @@ class Outbox:
                 _rollback(db)
                 raise
         except sqlite3.Error as exc:
-            if _storage_error(exc):
-                raise OutboxFull(f"cannot write {self.path} ({exc}): disk full, failing or read-only") from None
-            raise
+            raise self._storage_failed(exc) or exc from None
         self.last_frame_id = first + len(frames) - 1
-        self._written += sum(len(f.raw) + 64 for f in frames)
+        # The WAL grows by whole pages per commit (a table and an index leaf
+        # at least) until a checkpoint: on a small disk that, not the
+        # payload, is what fills it between two exact checks.
+        self._written += sum(len(f.raw) + 64 for f in frames) + 2 * self.page_size
         return self.last_frame_id
 
     def processing_cursor(self) -> int:
@@ -430,21 +509,27 @@ class Outbox:
         last_id = expected - 1
         db = self._processed_db
         noted = self._take_noted_cursors()  # ride along: no transaction of their own
-        db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT INTO processed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
-            db.executemany("INSERT OR REPLACE INTO progress VALUES (?, ?)",
-                           ((PROCESSING, last_frame_id), (MEASUREMENTS, last_id)))
-            if noted:
-                _write_cursors(db, noted)
-            if also is not None:
-                also(db, last_frame_id)
-            db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT INTO processed VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+                db.executemany("INSERT OR REPLACE INTO progress VALUES (?, ?)",
+                               ((PROCESSING, last_frame_id), (MEASUREMENTS, last_id)))
+                if noted:
+                    _write_cursors(db, noted)
+                if also is not None:
+                    also(db, last_frame_id)
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        except sqlite3.Error as exc:  # nothing stored: processing tries the same frames again
+            self._renote_cursors(noted)
+            raise self._storage_failed(exc) or exc from None
         except BaseException:
-            _rollback(db)
             self._renote_cursors(noted)
             raise
-        self._written += sum(len(r[8]) + 64 for r in records)
+        self._written += sum(len(r[8]) + 64 for r in records) + 2 * self.page_size
         with self._recent_lock:
             self._recent.extend(frames)
             self._recent_first.extend(frame.first_id for frame in frames)
@@ -470,7 +555,11 @@ class Outbox:
         cutoff = now - audit_retention
         hold = now - keep_processed  # processed rows that arrived after this stay
         noted = self._take_noted_cursors()  # what sinks delivered up to now counts
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._renote_cursors(noted)
+            raise self._storage_failed(exc) or exc from None
         try:
             if noted:
                 _write_cursors(db, noted)
@@ -492,6 +581,10 @@ class Outbox:
             measurements = db.execute(f"SELECT coalesce(sum(count), 0) FROM processed WHERE {where}", arguments).fetchone()[0]
             db.execute(f"DELETE FROM processed WHERE {where}", arguments)
             db.execute("COMMIT")
+        except sqlite3.Error as exc:  # on a full disk a DELETE needs WAL room too (storage.py: the reserve)
+            _rollback(db)
+            self._renote_cursors(noted)
+            raise self._storage_failed(exc) or exc from None
         except BaseException:
             _rollback(db)
             self._renote_cursors(noted)
@@ -510,7 +603,10 @@ class Outbox:
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database so it does not grow unbounded."""
-        self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise self._storage_failed(exc) or exc from None
 
     # ------------------------------------------------------------ event loop
 
@@ -708,12 +804,18 @@ class Outbox:
         if not noted:
             return
         db = self._processed_db
-        db.execute("BEGIN IMMEDIATE")
         try:
-            _write_cursors(db, noted)
-            db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                _write_cursors(db, noted)
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        except sqlite3.Error as exc:  # the sinks resend from their last stored cursors: deduplicated by (node, seq)
+            self._renote_cursors(noted)
+            raise self._storage_failed(exc) or exc from None
         except BaseException:
-            _rollback(db)
             self._renote_cursors(noted)
             raise
 

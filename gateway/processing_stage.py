@@ -20,6 +20,8 @@ from smemet.protocol.errors import ProtocolError
 from . import opener
 from .backpressure import Backlog
 from .config import OutboxConfig
+from .errors import OutboxFull
+from .logs import Spell
 from .metrics import GatewayMetrics
 from .outbox import Outbox, StoredFrame
 from .processing import STATUS_STORE_DEPTH, Processor
@@ -47,6 +49,7 @@ class ProcessingStage:
         self._closing = False
         self._task: asyncio.Task | None = None
         self._store_depth: dict[str, object] = {}
+        self._storage = Spell(log, "processing (storing processed frames)")
 
     async def start(self) -> None:
         await self._writer.run(self._recover)
@@ -78,6 +81,13 @@ class ProcessingStage:
                 processed = await self._writer.run(self._process, frames, first_frame_id)
             except RuntimeError:  # the writer is shut down: the next start processes them
                 return
+            except OutboxFull as exc:  # a full or failing disk: the storage alarm says it loudly
+                self._storage.failed(str(exc), frames=len(frames))
+                if self._closing:
+                    return
+                self._queue.appendleft(CommittedBatch(first_frame_id, frames))
+                await asyncio.sleep(1.0)
+                continue
             except Exception:  # noqa: BLE001 - the frames stay committed; try them again
                 log.exception("processing failed; retrying (the frames stay in the outbox)",
                               extra={"frames": len(frames), "first_frame_id": first_frame_id})
@@ -86,6 +96,7 @@ class ProcessingStage:
                 self._queue.appendleft(CommittedBatch(first_frame_id, frames))
                 await asyncio.sleep(1.0)
                 continue
+            self._storage.ok()
             self._backlog.done(len(frames))
             self._metrics.measurements.inc(sum(len(frame) for frame in processed))
             self._note_status(frames)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 
-from . import native, sinks
+from . import health, logs, native, sinks
 from .acks import Acker
 from .admission import Admission
 from .backpressure import Backlog
@@ -26,7 +27,7 @@ from .chains import warmup_seconds
 from .commit import GroupCommit
 from .config import GatewayConfig
 from .delivery import DeliveryLoop, Sink, make_loops, run_loops
-from .errors import GatewayError
+from .errors import GatewayError, OutboxFull
 from .ingest import SerialLink, UdpLink
 from .keys import KeyStore
 from .metrics import GatewayMetrics
@@ -34,7 +35,7 @@ from .outbox import Outbox
 from .processing import Processor
 from .processing_stage import ProcessingStage
 from .replay import ReplayBook
-from .status import GatewayStatus
+from .status import VERSION, GatewayStatus
 from .writer import Writer
 
 log = logging.getLogger("smemet.gateway")
@@ -53,6 +54,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig, keys: KeyStore | None = None, metrics: GatewayMetrics | None = None) -> None:
         self.config = config
         self.keys = keys if keys is not None else KeyStore.load(config.keys_file)
+        self.keys_loaded_at = time.time()
+        self._keys_mtime = _mtime(config.keys_file)
+        self.health = health.HealthBoard()
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.outbox: Outbox | None = None
         self.writer: Writer | None = None
@@ -76,6 +80,7 @@ class Gateway:
         self._metrics_server = None
         self.started = False
         self.started_at = time.time()
+        self.status = GatewayStatus(self)
 
     # ------------------------------------------------------------ start
 
@@ -108,8 +113,11 @@ class Gateway:
             link.open()
             self.serial.append(link)
             self.backlog.register(link)
+        self.metrics.set_build(VERSION, native.implementation())
+        self.metrics.live_gauge("node_key_loaded", "1 for every node whose key the gateway holds (loaded or reloaded)",
+                                "node", lambda: dict.fromkeys(self.keys.nodes(), 1))
         if config.metrics.port:
-            self._metrics_server = self.metrics.serve(config.metrics.bind, config.metrics.port)
+            self._metrics_server = self.metrics.serve(config.metrics.bind, config.metrics.port, self.health.response)
         await self.processing.start()
         await self.commit.start()
         self.sinks = self._build_sinks()
@@ -141,6 +149,10 @@ class Gateway:
         # be freed anyway: ~8 % of the gateway's CPU end to end.
         gc.set_threshold(50_000, 20, 20)
         self.started = True
+        self._update_gauges()
+        if not len(self.keys):
+            log.warning("the key file lists no node: every node's frames are rejected as unknown-node; add keys with "
+                        "smemet gateway keys add NODE --config ... and reload", extra={"file": config.keys_file})
         log.info(
             "gateway started",
             extra={"id": config.gateway_id, "nodes": len(self.keys), "udp": _udp_text(self.udp),
@@ -150,7 +162,7 @@ class Gateway:
         )
 
     def _build_sinks(self) -> list[Sink]:
-        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry, GatewayStatus(self),
+        context = sinks.SinkContext(self.config.gateway_id, self.outbox, self.metrics.registry, self.status,
                                     ledger=self.config.ledger)
         built: list[Sink] = []
         for kind in sinks.kinds():
@@ -181,8 +193,15 @@ class Gateway:
             return
         before = set(self.keys.nodes())
         self.keys.replace_with(fresh)
+        self.keys_loaded_at = time.time()
+        self._keys_mtime = _mtime(self.config.keys_file)
         after = set(self.keys.nodes())
         log.info("keys reloaded", extra={"nodes": len(after), "added": len(after - before), "removed": len(before - after)})
+
+    def key_file_changed(self) -> bool:
+        """Whether the key file was modified after the keys were (re)loaded."""
+        mtime = _mtime(self.config.keys_file)
+        return mtime is not None and self._keys_mtime is not None and mtime > self._keys_mtime
 
     # ------------------------------------------------------------ stop
 
@@ -206,6 +225,9 @@ class Gateway:
         if self.book is not None and self.writer is not None:
             try:  # a start then replays no frames into the windows
                 await self.writer.run(self.outbox.save_windows, *self.book.snapshot())
+            except OutboxFull as exc:  # the next start replays the frames instead
+                log.warning("replay windows not saved at stop; the next start rebuilds them from the frames",
+                            extra={"why": str(exc)})
             except Exception:  # noqa: BLE001 - the next start replays the frames instead
                 log.exception("replay windows not saved at stop; the next start rebuilds them from the frames")
         for link in links:
@@ -250,11 +272,13 @@ class Gateway:
     # ------------------------------------------------------------ maintenance
 
     async def _maintain(self) -> None:
-        """Prune, checkpoint and refresh the gauges; while the outbox is full,
-        look every second for freed space."""
+        """Prune, checkpoint and refresh the gauges; while the outbox is full
+        (or a write failed for want of storage), look every second for
+        freed space."""
         assert self.outbox is not None and self.writer is not None and self.commit is not None and self.book is not None
         outbox, writer, commit, config = self.outbox, self.writer, self.commit, self.config.outbox
         durable = [sink.name for sink in self.sinks if sink.durable]
+        pruning = logs.Spell(log, "pruning the outbox")
         last_prune = 0.0
         while True:
             now = time.monotonic()
@@ -262,15 +286,20 @@ class Gateway:
                 if now - last_prune >= config.prune_interval or commit.full:
                     last_prune = now
                     windows, covered = self.book.snapshot()
-                    frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention, durable,
-                                                            windows, covered, self._history_hold())
-                    if frames or measurements:
-                        await writer.run(outbox.checkpoint)
-                        log.debug("pruned", extra={"frames": frames, "measurements": measurements})
-                    if commit.full:
-                        commit.set_full(await writer.run(outbox.is_full), commit.full_reason)
+                    try:
+                        frames, measurements = await writer.run(outbox.prune, time.time(), config.audit_retention,
+                                                                durable, windows, covered, self._history_hold())
+                        if frames or measurements:
+                            await writer.run(outbox.checkpoint)
+                            log.debug("pruned", extra={"frames": frames, "measurements": measurements})
+                        pruning.ok()
+                    except OutboxFull as exc:  # the alarm below says it loudly; this is why space may not return
+                        pruning.failed(str(exc))
                 elif outbox.cursors_waiting:  # quiet: no processing transaction to carry them
                     await writer.run(outbox.flush_cursors)
+                if commit.full or outbox.write_failure:
+                    state = await writer.run(outbox.storage_state)
+                    commit.set_full(bool(state), state)
                 self._update_gauges()
             except RuntimeError:  # the writer is shut down: we are stopping
                 return
@@ -300,6 +329,14 @@ class Gateway:
             drops = self.udp.kernel_drops()
             if drops is not None:
                 m.udp_receive_drops.set(drops)
+        self.health.update(health.document(self.status))
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def _udp_text(udp: UdpLink | None) -> str:

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import stat
+import tomllib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -229,6 +230,57 @@ class Table:
                 raise self.error(key, f"unknown key{self.context}; valid keys are {', '.join(self.keys)}")
 
 
+# -- reading the files ------------------------------------------------------
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def read_text(path: str, what: str, hint: str = "") -> str:
+    """A UTF-8 text file (a leading BOM, as Notepad writes, is dropped).
+    Every failure is a ConfigError naming the file: missing, a directory,
+    unreadable, or not UTF-8 -- then with the line, column and byte, and
+    what the byte would be in Windows-1252, the usual culprit."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, f"{what} not found" + (f" ({hint})" if hint else "")) from None
+    except IsADirectoryError:
+        raise ConfigError(path, f"is a directory, not the {what}") from None
+    except PermissionError:
+        raise ConfigError(path, f"cannot read the {what}: permission denied (run as its owner, "
+                          "e.g. sudo -u smemet ..., or fix its mode)") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the {what} ({exc.strerror})") from None
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, data, exc) from None
+
+
+def not_utf8(path: str, data: bytes, exc: UnicodeDecodeError) -> ConfigError:
+    line = data.count(b"\n", 0, exc.start) + 1
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    column = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
+    byte = data[exc.start]
+    guess = bytes([byte]).decode("cp1252", "replace")
+    looks = f" (in Windows-1252 that byte is {guess!r}: the file was saved in a Windows code page)" \
+        if guess != "\ufffd" and byte >= 0x80 else ""
+    return ConfigError(f"{path}: line {line}, column {column}",
+                       f"byte 0x{byte:02x} is not UTF-8{looks}; save the file as UTF-8")
+
+
+def read_toml(path: str, what: str, hint: str = "") -> dict:
+    """A TOML file as a dict (``read_text`` rules); ConfigError otherwise."""
+    text = read_text(path, what, hint)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"not valid TOML ({exc})") from None
+
+
 # -- files named by the config --------------------------------------------
 
 def readable_file(path: str, where: str) -> None:
@@ -244,6 +296,19 @@ def owner_only(path: str, where: str) -> None:
     ``path``: a secret others can read is a leaked secret (as for node keys)."""
     mode = os.stat(path).st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            where, f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); run chmod 600 {path}"
-        )
+        raise ConfigError(where, f"{path} is {who_may_access(mode)} (mode {stat.S_IMODE(mode):04o}); "
+                          f"run chmod 600 {path}")
+
+
+def who_may_access(mode: int) -> str:
+    """"readable by its group", "writable by others", ... for a mode that
+    lets more than the owner in."""
+    parts = []
+    for name, read, write, execute in (("its group", stat.S_IRGRP, stat.S_IWGRP, stat.S_IXGRP),
+                                       ("others", stat.S_IROTH, stat.S_IWOTH, stat.S_IXOTH)):
+        rights = [word for bit, word in ((read, "readable"), (write, "writable")) if mode & bit]
+        if not rights and mode & execute:
+            rights = ["accessible"]
+        if rights:
+            parts.append(f"{' and '.join(rights)} by {name}")
+    return ", ".join(parts) or "accessible by others"

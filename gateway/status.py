@@ -30,6 +30,15 @@ class NodeStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class KeysStatus:
+    """The node keys the gateway holds, and whether the file moved on."""
+
+    nodes: int  # keys loaded
+    loaded_at: float  # Unix s of the last (re)load
+    file_changed: bool  # the key file was modified after that: reload (SIGHUP) to use it
+
+
+@dataclass(frozen=True, slots=True)
 class SinkStatus:
     name: str
     kind: str
@@ -107,6 +116,22 @@ class GatewayStatus:
     def storage_full_reason(self) -> str:
         commit = self._gateway.commit
         return commit.full_reason if commit else ""
+
+    @property
+    def frames_refused(self) -> int:
+        """Valid frames answered ACK "full" since start."""
+        commit = self._gateway.commit
+        return commit.refused if commit else 0
+
+    @property
+    def outbox_directory(self) -> str:
+        import os
+
+        return os.path.dirname(os.path.abspath(self._gateway.config.outbox.path))
+
+    def keys(self) -> KeysStatus:
+        gateway = self._gateway
+        return KeysStatus(len(gateway.keys), gateway.keys_loaded_at, gateway.key_file_changed())
 
     @property
     def backlog_frames(self) -> int:

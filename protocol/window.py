@@ -39,8 +39,12 @@ class ReplayWindow:
             shift = seq - self.highest
             self.bitmap = ((self.bitmap << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
             self.highest = seq
-        else:
+        elif self.highest - seq < WINDOW:
             self.bitmap |= 1 << (self.highest - seq)
+        # else: below the window -- a frame held for the same commit as a much
+        # higher number (admitted while both were new).  It is stored; a copy
+        # of it is TOO_OLD then (its tag is looked up in the outbox).  Setting
+        # its bit would grow the bitmap by up to 2**32 bits (512 MiB).
 
     def seen(self):
         """Sequence numbers inside the window that were accepted, ascending."""

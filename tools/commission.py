@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import flash, gateway_state, mpremote_link, node_config
+from . import flash, gateway_state, mpremote_link, node_config, term
 from .errors import UserError
 from .serial_port import Console, check_port
 
@@ -104,11 +104,13 @@ class Checklist:
 
 
 def _progress(text: str) -> None:
-    print(f"  … {text}", file=sys.stderr, flush=True)
+    term.progress(f"  … {text}")
 
 
 def _preflight(args):
-    """Everything that can be checked without the node: exit 2 on a mistake."""
+    """Everything that can be checked without the node: exit 2 on a mistake.
+    What needs no network comes first (arguments, files, drivers), then the
+    gateway; the node is contacted only after all of it passed."""
     check_port(args.port)
     from smemet.gateway.errors import GatewayError
     from smemet.gateway.keys import validate_node_id
@@ -117,25 +119,41 @@ def _preflight(args):
         validate_node_id(args.node_id)
     except GatewayError as exc:
         raise UserError(str(exc)) from None
+    if args.timeout <= 0:
+        raise UserError("--timeout must be positive (seconds)")
     gateway = node_config.parse_gateway(args.gateway)
+    template = node_config.load_template(args.template) if args.template else None
+    channels = [node_config.parse_channel(spec) for spec in args.channel] if args.channel else None
+    node_config.check_drivers(channels or (template or {}).get("channels") or [], args.image)
+    from .sim_fleet import scenario
+
+    scenario(args.scenario)  # an unknown name is a mistake, even if the board turns out not to be sim
     config_path = args.gateway_config or (None if args.keys else "/etc/smemet/gateway.toml")
     files = gateway_state.gateway_files(config_path, args.keys, args.metrics)
-    if Path(files.keys_file).exists():
-        gateway_state.registered_nodes(files.keys_file)  # owner, mode, format: fail now, not half-way
+    registered = gateway_state.registered_nodes(files.keys_file) if Path(files.keys_file).exists() else {}
+    if args.node_id not in registered:  # owner, mode, format above; its key is added at step 3: fail now, not half-way
+        gateway_state.check_writable(files.keys_file)
     metrics = None
     if files.metrics_url:
         metrics = gateway_state.scrape(files.metrics_url)  # the gateway must be up to see the frame
     elif gateway_state.outbox_view(files.outbox) is None:
         raise UserError("cannot watch the gateway: its metrics are off ([metrics] port = 0) and its outbox is not "
                         "readable; enable metrics or run as the gateway's user")
-    template = node_config.load_template(args.template) if args.template else None
-    channels = [node_config.parse_channel(spec) for spec in args.channel] if args.channel else None
-    if args.timeout <= 0:
-        raise UserError("--timeout must be positive (seconds)")
-    from .sim_fleet import scenario
-
-    scenario(args.scenario)  # an unknown name is a mistake, even if the board turns out not to be sim
     return gateway, files, metrics, template, channels
+
+
+def _check_channels_early(args, image, template, channels) -> None:
+    """The firmware's own check of the channels given, before the node is
+    contacted (the board is known only then: a board of the same kind of
+    checks stands in; the full check runs again once it is known)."""
+    if not channels and not (template and template.get("channels")):
+        return
+    stand_in = args.board or "esp32_devkit"
+    config = node_config.build(args.node_id, b"\0" * 32, stand_in, ("127.0.0.1", 47000), template, channels)
+    problems = [p for p in node_config.check_with_firmware(config, image.path) if "channels[" in p]
+    if problems:
+        raise UserError(f"node config is not valid: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
+                                                                     else "") + "; fix --channel or --template")
 
 
 def run(args) -> int:
@@ -143,6 +161,8 @@ def run(args) -> int:
     checklist = Checklist()
     try:
         with flash.image_from(args.image, args.romfs) as image:
+            _check_channels_early(args, image, template, channels)
+            _progress(f"contacting the node on {args.port} (mpremote) ...")
             _commission(args, gateway, files, metrics, template, channels, image, checklist)
     except StepFailed as failed:
         checklist.fail(failed.what, failed.hints)
@@ -239,8 +259,8 @@ def _commission(args, gateway, files, metrics, template, channels, image, checkl
         checklist.ok(f"gateway restarted to load the key ({args.restart_gateway})")
         before = _rejects(files)
     elif new:
-        print(f"  ! the gateway reads its key store at start: restart it now so it knows {node} "
-              "(e.g. sudo systemctl restart smemet-gateway); waiting for the node's first frame", flush=True)
+        print(f"  ! the running gateway does not know {node} yet: reload it now "
+              f"({gateway_state.RELOAD}, or pass --restart-gateway); waiting for the node's first frame", flush=True)
 
     # 7. restart the node and watch it come up
     with Console(port) as console:
@@ -321,11 +341,11 @@ def _frame_hints(files, node, gateway, before, console: Console, restart_needed:
     grew = {reason: after.get(reason, 0) - before.get(reason, 0) for reason in after}
     hints = []
     if grew.get("unknown-node", 0) > 0 or restart_needed:
-        hints.append("the gateway does not know the key yet: restart it (sudo systemctl restart smemet-gateway) "
+        hints.append(f"the gateway does not know the key yet: reload it (sudo {gateway_state.RELOAD}) "
                      "or pass --restart-gateway; the node keeps its readings until then")
     if grew.get("bad-mac", 0) > 0:
         hints.append(f"the gateway rejects frames as bad-mac: it holds another key for {node} — remove its line "
-                     f"from {files.keys_file}, restart the gateway and commission again")
+                     f"from {files.keys_file}, reload the gateway and commission again")
     if grew.get("replayed", 0) > 0:
         hints.append(f"frames rejected as replayed: this board reuses old sequence numbers of {node}; "
                      "erase its flash (mpremote rm -r :store) or give it a new node id")

@@ -90,8 +90,19 @@ def describe(message: messages.Message) -> dict:
         version, settings = message.body
         out.update(config_version=version, settings=settings)
     else:
-        out["records"] = [record.as_dict() for record in message.body]
+        out["records"] = [_at_travelled_precision(record.as_dict()) for record in message.body]
     return out
+
+
+def _at_travelled_precision(record: dict) -> dict:
+    """A value exactly a binary32 travelled as one (CBOR carries every float
+    in the shortest width that holds it exactly): print the shortest decimal
+    that round-trips at binary32, not its binary64 expansion."""
+    from smemet.gateway.binary32 import as_printed
+
+    if type(record.get("value")) is float:
+        record["value"] = as_printed(record["value"])
+    return record
 
 
 def run(args) -> int:

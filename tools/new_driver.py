@@ -5,7 +5,9 @@ a register-level simulation of the chip (sim.py), a test run inside
 MicroPython and a README.
 
 The scaffold works as it is: ``smemet firmware build`` compiles it, its
-test passes in the firmware test runner (``pytest firmware/tests``), and a
+test passes in the firmware test runner (``pytest firmware/tests``; in
+another tree given with ``--firmware-dir`` the printed MicroPython command,
+and ``smemet firmware build --firmware-dir`` builds that tree), and a
 config.json channel ``{"name": "x", "driver": "NAME"}`` runs on the sim
 board.  It models a generic chip on the chosen bus; replace the register map
 with the datasheet's.  The templates are in driver_templates.py.
@@ -82,13 +84,32 @@ def scaffold(name: str, bus: str, firmware: Path) -> list[Path]:
     return written
 
 
+def next_steps(name: str, given: str | None, firmware: Path) -> tuple[str, str]:
+    """(how to run the driver's test, how to build it), as commands that
+    work from any folder: in this checkout the firmware test runner; in
+    another tree its test run inside MicroPython as that runner does, and
+    ``firmware build --firmware-dir`` (which includes it)."""
+    from .firmware_tool import FIRMWARE, REPO
+
+    if not given:
+        return f"pytest {FIRMWARE / 'tests'} -k {name}", "smemet firmware build"
+    from .simnode import micropython_path
+
+    tree = firmware.resolve()
+    runner = FIRMWARE / "tests" / "mp"
+    test = (f"MICROPYPATH=.frozen:{tree}:{REPO}:{runner} {micropython_path()} -X heapsize=512K "
+            f"{runner / 'mptest.py'} drivers.{name}.test_{name}")
+    return test, f"smemet firmware build --firmware-dir {tree}"
+
+
 def run(args) -> int:
     firmware = firmware_dir(args.firmware_dir)
     written = scaffold(args.name, args.bus, firmware)
     for path in written:
         print(f"created {path}")
-    print(f"\nnext: run its test     pytest firmware/tests -k {args.name}\n"
-          f"      build it          smemet firmware build\n"
+    test, build = next_steps(args.name, args.firmware_dir, firmware)
+    print(f"\nnext: run its test     {test}\n"
+          f"      build it          {build}\n"
           f"      use it            config.json channel {{\"name\": \"x1\", \"driver\": \"{args.name}\"}}\n"
           f"      then adapt the register map in {written[0].parent}/ to your chip (docs/driver-author.md)",
           file=sys.stderr)

@@ -106,6 +106,36 @@ def build(node_id: str, key: bytes, board: str, gateway: tuple[str, int], templa
     return config
 
 
+def known_drivers(image: str | Path | None = None) -> list[str]:
+    """The drivers a firmware has: from a built image's manifest, else this
+    checkout's firmware/drivers/ (what `smemet firmware build` compiles)."""
+    if image is not None:
+        try:
+            files = json.loads((Path(image) / "manifest.json").read_text()).get("files", {})
+        except (OSError, ValueError):
+            files = {}
+        names = {path.split("/")[1] for path in files if path.startswith("drivers/") and path.count("/") == 2
+                 and path.rsplit("/", 1)[1].startswith("__init__.")}
+    else:
+        from .firmware_tool import FIRMWARE
+
+        names = {entry.name for entry in (FIRMWARE / "drivers").iterdir() if (entry / "__init__.py").is_file()}
+    return sorted(names - {"health"})
+
+
+def check_drivers(channels: list, image: str | Path | None = None) -> None:
+    """UserError naming the first channel whose driver the firmware lacks."""
+    known = None
+    for channel in channels:
+        driver = channel.get("driver") if isinstance(channel, dict) else None
+        if not isinstance(driver, str):
+            continue
+        known = known if known is not None else known_drivers(image)
+        if known and driver not in known:
+            raise UserError(f"channel {channel.get('name')!r}: unknown driver {driver!r}; the firmware has "
+                            f"{', '.join(known)} (a new one: smemet new-driver NAME --bus ...)")
+
+
 _VALIDATE = """\
 import sys
 sys.path[:0] = [{lib!r}, {image!r}]

@@ -7,7 +7,6 @@ The same code serves a board on ``/dev/ttyUSB0`` and a SimNode's PTY
 
 from __future__ import annotations
 
-import grp
 import os
 import re
 import stat
@@ -35,14 +34,9 @@ def check_port(port: str) -> None:
     if not stat.S_ISCHR(info.st_mode):
         raise UserError(f"{port} is not a serial device (give the node's port, e.g. /dev/ttyUSB0)")
     if not os.access(port, os.R_OK | os.W_OK):
-        try:
-            group = grp.getgrgid(info.st_gid).gr_name
-        except KeyError:
-            group = str(info.st_gid)
-        raise UserError(
-            f"no permission to open {port} (group {group}): add yourself to it with "
-            f"`sudo usermod -aG {group} $USER`, then log out and in again"
-        )
+        from smemet.gateway.ingest import port_access_advice  # one piece of advice for gateway and tools
+
+        raise UserError(f"no permission to open {port}: {port_access_advice(port)}")
 
 
 def open_serial(port: str):

@@ -74,6 +74,7 @@ class Fleet:
         self.heap = heap
         self.on_line = on_line
         self.nodes: dict[str, SimNode] = {}
+        self.blank: set[str] = set()  # empty boards (add_blank): up when their REPL prompts
         self._partial: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
@@ -84,6 +85,19 @@ class Fleet:
         except SimNodeError as exc:
             raise UserError(str(exc)) from None
         self.nodes[node_id] = node
+        return node
+
+    def add_blank(self, name: str) -> SimNode:
+        """An empty board, as it comes out of the box: MicroPython at its
+        REPL, no firmware, no config -- to practise ``smemet flash`` and
+        ``smemet commission`` on its console port."""
+        try:
+            node = SimNode(self.directory / name, heap=self.heap,
+                           on_console=lambda data, n=name: self._console(n, data))
+        except SimNodeError as exc:
+            raise UserError(str(exc)) from None
+        self.nodes[name] = node
+        self.blank.add(name)
         return node
 
     def _console(self, node_id: str, data: bytes) -> None:
@@ -103,7 +117,10 @@ class Fleet:
             node.power_on()
         for name, node in self.nodes.items():
             try:
-                node.wait_up(timeout)
+                if name in self.blank:
+                    node.wait_console(r">>> ", timeout)
+                else:
+                    node.wait_up(timeout)
             except TimeoutError:
                 last = [line for line in node.console_text().splitlines() if line.strip()][-1:] or ["(nothing printed)"]
                 raise UserError(f"simulated node {name} did not start: {last[0]} "

@@ -52,7 +52,8 @@ def test_build_replaces_an_earlier_image_but_never_other_files(tmp_path):
         firmware_tool.build(tmp_path / "afile")
     result = subprocess.run([sys.executable, "-m", "smemet", "firmware", "build", "--out", "/proc/smemet-image"],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and "cannot make /proc/smemet-image" in result.stderr, result.stderr
+    assert result.returncode == 2 and "cannot make /proc/smemet-image" in result.stderr, result.stderr  # the user's --out
+    assert result.stderr.startswith("smemet firmware build: error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr and "mpy-cross" not in result.stderr
 
 

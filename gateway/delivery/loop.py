@@ -24,6 +24,8 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 
+from ..errors import OutboxFull
+from ..logs import Spell
 from ..outbox import Outbox
 from .metrics import SinkMetrics
 from .sink import Sink, SinkError
@@ -64,6 +66,7 @@ class DeliveryLoop:
         self._last_save = 0.0
         self._last_lag = 0.0
         self._outage = _OutageLog(sink)
+        self._cursor_saves = Spell(log, f"sink {sink.name}: saving its cursor")
 
     @property
     def name(self) -> str:
@@ -194,9 +197,13 @@ class DeliveryLoop:
         if cursor > self._saved and (force or now - self._last_save >= CURSOR_SAVE_INTERVAL):
             try:
                 self.outbox.save_cursor(self.sink.name, cursor)
+            except OutboxFull as exc:  # a full disk: the storage alarm says it; a lost save only re-sends
+                self._cursor_saves.failed(str(exc))
+                return
             except Exception:  # noqa: BLE001 - retried at the next progress; a lost save only re-sends
                 log.exception("sink %s: cursor not saved", self.sink.name)
                 return
+            self._cursor_saves.ok()
             self._saved = cursor
             self._last_save = now
 

@@ -85,7 +85,7 @@ cdef class Kernel:
 # ---------------------------------------------------------------- polynomials
 
 cdef enum:
-    MAX_COEFFICIENTS = 12
+    MAX_COEFFICIENTS = 15  # type T below 0 °C: c0..c14
     MAX_RANGES = 4
 
 

@@ -99,7 +99,7 @@ def test_empty_chain_and_empty_batch(build):
     ([{"type": "current_loop", "lrv": 0}], "[0].urv", "missing; a number is required"),
     ([{"type": "current_loop", "lrv": 0, "urv": "100"}], "[0].urv", "finite number"),
     ([{"type": "current_loop", "lrv": 5, "urv": 5}], "[0].urv", "must differ from lrv"),
-    ([{"type": "thermocouple", "kind": "J", "cold_junction": 20}], "[0].kind", "one of 'K', 'S', 'R', 'B'"),
+    ([{"type": "thermocouple", "kind": "C", "cold_junction": 20}], "[0].kind", "one of 'K', 'S', 'R', 'B', 'N', 'J', 'E', 'T'"),
     ([{"type": "thermocouple", "kind": "K"}], "[0].cold_junction", "missing"),
     ([{"type": "thermocouple", "kind": "K", "cold_junction": "room"}], "[0].cold_junction", "per-sample"),
     ([{"type": "hampel", "window": 2}], "[0].window", "integer 3..10000"),
@@ -183,3 +183,13 @@ def test_warmup_covers_the_longest_memory_of_the_configured_chains():
     )
     assert warmup_seconds(channels) == 1200.0
     assert warmup_seconds(channels[1:]) == 150.0
+
+
+@pytest.mark.parametrize("kind, emf, celsius", [("N", 36.256, 1000.0), ("J", 27.393, 500.0), ("E", 37.005, 500.0),
+                                                 ("T", 14.862, 300.0)])
+def test_a_chain_linearises_types_n_j_e_t(build, kind, emf, celsius):
+    """gateway.toml accepts the four types beside K, S, R, B; a NIST table
+    EMF (cold junction 0 °C) comes out as its temperature."""
+    chain = build([{"type": "thermocouple", "kind": kind, "cold_junction": 0.0}])
+    result = chain.process([0.0], [emf])
+    assert result.values[0] == pytest.approx(celsius, abs=0.06)

@@ -37,7 +37,23 @@ def test_minimal_config_defaults(tmp_path):
 def test_reference_config_is_valid():
     config = load_config(str(REFERENCE))
     assert config.udp is not None and config.outbox.max_bytes > 0
-    assert config.steps_for("furnace-1", "t_s") is not None
+    assert config.steps_for("furnace-1", "tc_s") is not None
+
+
+def test_reference_chains_name_channels_the_demo_nodes_send():
+    """A newcomer runs the demo with docs/gateway.toml: each of its chains
+    must apply to a channel the demo's nodes send, and those get processed."""
+    from fnmatch import fnmatchcase
+
+    from smemet.sim_fleet import PLANT, scenario
+
+    sent = {f"{prefix}-1/{channel['name']}" for prefix, story in PLANT for channel in scenario(story).channels}
+    config = load_config(str(REFERENCE))
+    assert config.channels, "the reference shows processing chains"
+    for pattern, _ in config.channels:
+        assert any(fnmatchcase(name, pattern) for name in sent), (pattern, sorted(sent))
+    for name in ("furnace-1/tc_s", "furnace-1/tc_b", "flowloop-1/flow"):
+        assert config.steps_for(*name.split("/")) is not None, name
 
 
 def test_sizes_and_durations(tmp_path):

@@ -37,6 +37,25 @@ NIST_TABLES = {
         1400: 8.956, 1500: 10.099, 1600: 11.263, 1700: 12.433, 1800: 13.591,
         1820: 13.820,
     },
+    "N": {
+        -200: -3.990, -100: -2.407, 0: 0.000, 100: 2.774, 200: 5.913, 300: 9.341,
+        400: 12.974, 500: 16.748, 600: 20.613, 700: 24.527, 800: 28.455, 900: 32.371,
+        1000: 36.256, 1100: 40.087, 1200: 43.846, 1300: 47.513,
+    },
+    "J": {
+        -200: -7.890, -100: -4.633, 0: 0.000, 100: 5.269, 200: 10.779, 300: 16.327,
+        400: 21.848, 500: 27.393, 600: 33.102, 700: 39.132, 760: 42.919, 800: 45.494,
+        900: 51.877, 1000: 57.953, 1100: 63.792, 1200: 69.553,
+    },
+    "E": {
+        -200: -8.825, -100: -5.237, 0: 0.000, 100: 6.319, 200: 13.421, 300: 21.036,
+        400: 28.946, 500: 37.005, 600: 45.093, 700: 53.112, 800: 61.017, 900: 68.787,
+        1000: 76.373,
+    },
+    "T": {
+        -200: -5.603, -100: -3.379, 0: 0.000, 100: 4.279, 200: 9.288, 300: 14.862,
+        400: 20.872,
+    },
 }
 
 # NIST inverse polynomials: (upper EMF of the range in mV, max |error| in °C).
@@ -46,6 +65,10 @@ NIST_INVERSE_ERROR = {
     "S": ((1.874, 0.02), (11.950, 0.01), (17.536, 0.0002), (18.693, 0.002)),
     "R": ((1.923, 0.02), (13.228, 0.005), (19.739, 0.001), (21.103, 0.002)),
     "B": ((2.431, 0.03), (13.820, 0.02)),
+    "N": ((0.0, 0.03), (20.613, 0.03), (47.513, 0.04)),
+    "J": ((0.0, 0.05), (42.919, 0.04), (69.553, 0.04)),
+    "E": ((0.0, 0.03), (76.373, 0.02)),
+    "T": ((0.0, 0.04), (20.872, 0.03)),
 }
 
 HALF_TABLE_DIGIT_MV = 0.0005  # the tables round EMF to 1 µV
@@ -104,12 +127,13 @@ def test_inverse_within_stated_error_of_nist_table(impl, tc_type, celsius, emf):
     assert values[0] == pytest.approx(celsius, abs=tolerance)
 
 
-@pytest.mark.parametrize("tc_type", ["K", "S", "R", "B"])
+@pytest.mark.parametrize("tc_type", ["K", "S", "R", "B", "N", "J", "E", "T"])
 def test_inverse_of_reference_within_stated_error_across_range(impl, tc_type):
     # The stated error is the inverse polynomial's deviation from the
     # reference function, which the table test above pins to NIST.
-    low = {"K": -200.0, "S": -49.0, "R": -50.0, "B": 250.0}[tc_type]
-    high = {"K": 1372.0, "S": 1768.1, "R": 1768.1, "B": 1820.0}[tc_type]
+    # the inverse polynomials' published ranges (N, E, T from -200 °C; J from -210 °C)
+    low = {"K": -200.0, "S": -49.0, "R": -50.0, "B": 250.0, "N": -200.0, "J": -210.0, "E": -200.0, "T": -200.0}[tc_type]
+    high = {"K": 1372.0, "S": 1768.1, "R": 1768.1, "B": 1820.0, "N": 1300.0, "J": 1200.0, "E": 1000.0, "T": 400.0}[tc_type]
     temps = [low + (high - low) * k / 400 for k in range(401)]
     emfs = [impl.celsius_to_emf(tc_type, t) for t in temps]
     values, quality, _ = convert(impl, tc_type, emfs)

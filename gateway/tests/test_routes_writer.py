@@ -34,12 +34,16 @@ def processed(node, seq, kind, frame_rows) -> ProcessedFrame:
                           bytes(quality), reasons)
 
 
-def reference(frame: ProcessedFrame) -> bytes:
-    return senml_payload(list(frame.measurements()))
+def reference(frame: ProcessedFrame, untouched=None) -> bytes:
+    return senml_payload(list(frame.measurements()), untouched)
 
 
-def json_reference(frame: ProcessedFrame) -> list[bytes]:
-    return [json_payload(m) for m in frame.measurements()]
+def json_reference(frame: ProcessedFrame, untouched=None) -> list[bytes]:
+    return [json_payload(m, untouched is not None and untouched(m.node, m.channel)) for m in frame.measurements()]
+
+
+def _tc1_only(node, channel):
+    return channel == "tc1"  # tc1 passes unprocessed, every other channel has a chain
 
 
 @pytest.fixture(params=["cython", "pure"], scope="module")
@@ -52,8 +56,12 @@ def writer_module(request):
 
 _BOUNDARIES = [b for x in (1e-4, 1e16, 5e-324, 1.7976931348623157e308, 1.0)
                for b in (x, math.nextafter(x, 0.0), math.nextafter(x, math.inf), -x)]  # where repr changes notation
+_SINGLE_MAX = 3.4028234663852886e38
+_SINGLE_BOUNDARIES = [_SINGLE_MAX, -_SINGLE_MAX, 1.401298464324817e-45, 1.1754943508222875e-38, 1e-4, 9.99999974737875e-05,
+                      1e16, 1.0000000272564224e16, 0.49703532457351685, 16777217.0, 16777216.0]
 _floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-2000, 2000), st.floats(1e-9, 1e-4),
-                    st.floats(1e15, 1e17), st.sampled_from(_BOUNDARIES))
+                    st.floats(1e15, 1e17), st.sampled_from(_BOUNDARIES), st.floats(width=32),
+                    st.floats(-2000, 2000, width=32), st.sampled_from(_SINGLE_BOUNDARIES))
 all_float_rows = st.tuples(st.sampled_from(["tc1", "tc2"]), _floats, _floats, st.sampled_from([None, "Cel"]),
                            st.sampled_from([0, 1, 2]), st.sampled_from([None, "spike-replaced"]))
 
@@ -62,11 +70,47 @@ all_float_rows = st.tuples(st.sampled_from(["tc1", "tc2"]), _floats, _floats, st
 @given(st.sampled_from(["n1", "furnace-2", 'q"x']), st.integers(0, 2**32), st.sampled_from(["data", "status"]),
        st.one_of(st.lists(rows, min_size=1, max_size=6), st.lists(all_float_rows, min_size=1, max_size=6)))
 def test_writers_give_the_reference_bytes(writer_module, node, seq, kind, frame_rows):
-    writer = writer_module.PayloadWriter()
     frame = processed(node, seq, kind, frame_rows)
-    for _ in range(2):  # the second time from cached parts
-        assert writer.senml_payload(frame) == reference(frame)
-        assert writer.json_payloads(frame) == json_reference(frame)
+    for untouched in (None, _tc1_only):
+        writer = writer_module.PayloadWriter(untouched)
+        for _ in range(2):  # the second time from cached parts
+            assert writer.senml_payload(frame) == reference(frame, untouched)
+            assert writer.json_payloads(frame) == json_reference(frame, untouched)
+
+
+def test_an_untouched_binary32_reading_is_printed_at_binary32_a_processed_one_at_binary64(writer_module):
+    """0.49703533 travelled as binary32 (0.49703532457351685 in binary64):
+    printed as the shortest decimal that round-trips in binary32, the
+    closest of them (0.49703532, as a binary64 repr picks its closest).  The same
+    number on a processed channel is a binary64 result and keeps its digits."""
+    import struct
+
+    reading = struct.unpack("<f", struct.pack("<f", 0.49703533))[0]
+    frame = processed("n1", 1, "data", [("tc1", 1.5e9, reading, "Cel", 0, None), ("tc2", 1.5e9, reading, "Cel", 0, None),
+                                        ("tc1", 1.5e9, 1e-07 + 0.0, None, 0, None)])
+    writer = writer_module.PayloadWriter(_tc1_only)
+    senml = writer.senml_payload(frame).decode()
+    assert '"n":"n1/tc1","t":1500000000.0,"u":"Cel","v":0.49703532,' in senml
+    assert '"n":"n1/tc2","t":1500000000.0,"u":"Cel","v":0.49703532457351685,' in senml
+    docs = writer.json_payloads(frame)
+    assert b'"value":0.49703532,' in docs[0] and b'"value":0.49703532457351685,' in docs[1]
+    assert b'"value":1e-07,' in docs[2]  # not a binary32: as it was
+    assert struct.unpack("<f", struct.pack("<f", 0.49703532))[0] == reading  # it round-trips in binary32
+    assert writer_module.PayloadWriter().senml_payload(frame) == reference(frame), "no chain information: binary64"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_every_binary32_is_printed_shortest_and_round_trips(writer_module, x):
+    import struct
+
+    doc = json.loads(writer_module.PayloadWriter(lambda n, c: True).json_payloads(
+        processed("n", 1, "data", [("c", 1.0, x, None, 0, None)]))[0])
+    printed = doc["value"]
+    assert struct.unpack("<f", struct.pack("<f", printed))[0] == x
+    digits = len(repr(printed).split("e")[0].replace("-", "").replace(".", "").strip("0")) if x else 1
+    shorter = f"{x:.{max(digits - 1, 1)}g}"
+    assert digits == 1 or struct.unpack("<f", struct.pack("<f", float(shorter)))[0] != x, (x, printed, shorter)
 
 
 def test_a_non_finite_time_is_written_as_null_not_refused(writer_module):

@@ -455,3 +455,27 @@ async def test_a_channel_names_its_calibration_and_when_it_is_due(tmp_path):
         assert t["calibration"] is None and t["calibration_status"] is None  # no record, no step
     finally:
         await gateway.stop()
+
+
+async def test_an_unprocessed_binary32_reading_is_shown_at_binary32(open_console):
+    """furnace-1/cj has no chain: 0.1 travelled as binary32
+    (0.10000000149011612 in binary64) and is shown as 0.1, in the value and
+    the history; t has a chain and shows what it computed."""
+    gateway, client = open_console
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    furnace = SimNode("furnace-1", channels=("t", "cj"))
+    furnace.seq = 100
+    sock.sendto(furnace.data_frame(samples=2, value=lambda i: 0.1), gateway.udp.address[:2])
+    sock.close()
+    deadline = time.monotonic() + 5
+    while True:
+        status, _, data = await client.get("/api/v1/node/furnace-1")
+        cj = next(c for c in json.loads(data)["channels"] if c["channel"] == "cj")
+        if cj["seq"] == 101 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert cj["seq"] == 101 and cj["chain"] == []
+    text = data.decode()
+    start = text.index('"channel":"cj"')
+    assert '"value":0.1,' in text[start:start + 200], text[start:start + 200]
+    assert "0.10000000149011612" not in text[start:], "the binary64 expansion of a binary32 reading"

@@ -70,3 +70,16 @@ def test_window_survives_a_round_trip_of_its_state():
             w.accept(seq)
     copy = window.ReplayWindow(w.highest, w.bitmap)
     assert all(copy.check(s) == w.check(s) for s in range(1100))
+
+
+def test_accepting_a_number_below_the_window_keeps_the_bitmap_small():
+    """Two frames of one node admitted for the same commit while both were
+    new: 50, then 4,000,000,000 committed first.  Accepting 50 afterwards
+    must not set bit 3,999,999,950 (a 500 MB integer: found by fuzzing)."""
+    replay = window.ReplayWindow()
+    replay.accept(49)
+    replay.accept(4_000_000_000)
+    replay.accept(50)
+    assert replay.bitmap.bit_length() <= window.WINDOW
+    assert replay.check(50) == window.TOO_OLD and replay.check(4_000_000_000) == window.SEEN
+    assert replay.seen() == [4_000_000_000]

@@ -80,15 +80,64 @@ def test_without_a_gateway_restart_the_checklist_says_what_to_check(fresh_node, 
     result = commission(fresh_node, gateway, "--timeout", "4", node_id="tundish-2")
     assert result.returncode == 1, result.stdout
     assert "✗ the gateway saw no valid frame from tundish-2" in result.stdout
-    assert "what to check next:" in result.stdout and "restart it" in result.stdout
+    assert "what to check next:" in result.stdout and "reload it" in result.stdout
     assert "NOT commissioned" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_channel_the_firmware_rejects_stops_before_touching_the_key_store(fresh_node, gateway):
+def test_a_channel_the_firmware_rejects_stops_before_touching_the_node_or_key_store(fresh_node, gateway):
+    before = gateway.keys_file.read_text()
     result = commission(fresh_node, gateway, "--channel", "t1=max3185,tc_type=K")
-    assert result.returncode == 1
-    assert "✗ node config is not valid" in result.stdout and "unknown driver 'max3185'" in result.stdout
-    assert "t1" not in gateway.keys_file.read_text() and not (fresh_node.flash / "config.json").exists()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "unknown driver 'max3185'" in result.stderr and "max31856" in result.stderr and result.stdout == ""
+    bad_setting = commission(fresh_node, gateway, "--channel", "t1=max31856,tc_type=Q")
+    assert bad_setting.returncode == 2 and "tc_type" in bad_setting.stderr and bad_setting.stdout == ""
+    assert gateway.keys_file.read_text() == before and not (fresh_node.flash / "config.json").exists()
+
+
+def _silent_port():
+    """A serial port nobody answers on (a board that is off, or stuck)."""
+    import os
+
+    master, slave = os.openpty()
+    return master, slave, os.ttyname(slave)
+
+
+def test_on_a_board_that_does_not_answer_mistakes_come_first_then_progress(tmp_path, gateway):
+    import os
+    import subprocess
+    import sys
+
+    master, slave, port = _silent_port()
+    try:
+        started = time.monotonic()
+        result = smemet("commission", "--port", port, "--node-id", "ladle-8", "--gateway", "127.0.0.1",
+                        "--gateway-config", str(gateway.config), "--channel", "tc1=nosuchdriver", timeout=60)
+        assert result.returncode == 2 and "unknown driver 'nosuchdriver'" in result.stderr
+        assert time.monotonic() - started < 15, "a bad --channel is found before waiting for the board"
+
+        from smemet.firmware_tool import build
+
+        build(tmp_path / "image", romfs=True)
+        process = subprocess.Popen([sys.executable, "-m", "smemet", "flash", "--port", port, "--image",
+                                    str(tmp_path / "image")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   text=True)
+        try:
+            lines = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                line = process.stderr.readline()
+                lines.append(line)
+                if "waiting for the node on" in line:
+                    break
+            assert "waiting for the node on" in lines[-1], lines
+            assert "of at most" in lines[-1] and "reset button" in lines[-1]
+        finally:
+            process.kill()
+            process.wait()
+            process.stderr.close()
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_no_such_port(tmp_path, gateway):

@@ -93,3 +93,15 @@ def test_key_file_stdin_and_cobs(tmp_path):
     raw.write_bytes(independent_frame(PACK, seq=9))
     result = smemet("decode", "--keys", str(keys), f"@{raw}")
     assert json.loads(result.stdout)["seq"] == 9
+
+
+def test_a_binary32_value_is_printed_as_the_shortest_decimal_that_round_trips_at_binary32():
+    import struct
+
+    reading = struct.unpack("<f", struct.pack("<f", 0.1))[0]  # 0.10000000149011612 in binary64
+    pack = [{-2: "furnace/", 0: "cj", 1: "Cel", 2: reading, 6: 1796000000}, {0: "p", 2: 0.1, 6: 1796000000}]
+    result = smemet("decode", "--key", KEY.hex(), independent_frame(pack).hex())
+    assert result.returncode == 0, result.stderr
+    assert b'"value": 0.1,' in result.stdout and b"0.10000000149011612" not in result.stdout
+    values = [r["value"] for r in json.loads(result.stdout)["records"]]
+    assert values == [0.1, 0.1]  # the second travelled as binary64 0.1: its repr is 0.1 too

@@ -63,7 +63,7 @@ def test_demo_with_a_given_broker_stops_cleanly_on_ctrl_c(tmp_path):
 def test_unreachable_broker_is_one_line():
     result = smemet("demo", "--duration", "5", "--broker", f"mqtt://127.0.0.1:{free_port()}", timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("smemet demo: cannot reach the broker")
+    assert result.stderr.strip().splitlines()[-1].startswith("smemet demo: error: cannot reach the broker")
     assert "Traceback" not in result.stderr
     bad = smemet("demo", "--broker", "http://example")
     assert bad.returncode == 2 and "mqtt://HOST:PORT" in bad.stderr

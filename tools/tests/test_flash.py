@@ -3,6 +3,7 @@ on /dev/ttyUSB0: copy, verify on the device, restart; and its mistakes."""
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
@@ -143,12 +144,37 @@ def test_a_regular_file_is_not_a_port(tmp_path):
     assert result.returncode == 2 and "is not a serial device" in result.stderr
 
 
-def test_no_permission_on_the_port_says_which_group(fresh_node, monkeypatch):
-    # As root every device is accessible, so the refusal is simulated at os.access.
-    monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(errors.UserError) as raised:
-        serial_port.check_port(fresh_node.console_path)
-    assert "no permission" in str(raised.value) and "usermod -aG" in str(raised.value)
+def _check_port_as_nobody(port: str) -> str:
+    """check_port's refusal as an ordinary user sees it (root may open any device)."""
+    probe = ("import sys\nfrom smemet import serial_port, errors\ntry:\n    serial_port.check_port(sys.argv[1])\n"
+             "except errors.UserError as exc:\n    print(exc)\n")
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe,
+                           port], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def pty_port():
+    master, slave = os.openpty()
+    yield os.ttyname(slave)
+    os.close(master)
+    os.close(slave)
+
+
+def test_no_permission_on_the_port_says_which_group(pty_port):
+    os.chown(pty_port, 0, grp.getgrnam("dialout").gr_gid)
+    os.chmod(pty_port, 0o660)
+    said = _check_port_as_nobody(pty_port)
+    assert "no permission" in said and "usermod -aG dialout" in said, said
+
+
+def test_a_port_of_group_root_gets_a_udev_rule_not_group_root(pty_port):
+    os.chown(pty_port, 0, 0)
+    os.chmod(pty_port, 0o600)
+    said = _check_port_as_nobody(pty_port)
+    assert "no permission" in said and "udev rule" in said and 'GROUP="dialout"' in said, said
+    assert "group root" not in said and "-aG root" not in said, said
 
 
 def test_an_image_without_manifest_is_refused(fresh_node, tmp_path):

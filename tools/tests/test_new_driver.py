@@ -5,6 +5,7 @@ a simulated node whose frames carry its readings."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -104,3 +105,27 @@ def test_refuses_to_overwrite_and_bad_names(firmware):
     assert reserved.returncode == 2 and "reserved" in reserved.stderr
     not_firmware = smemet("new-driver", "fine_name", "--bus", "adc", "--firmware-dir", str(firmware / "node"))
     assert not_firmware.returncode == 2 and "not a firmware tree" in not_firmware.stderr
+
+
+def test_the_hints_for_another_tree_run_its_test_and_build_include_it(firmware, tmp_path):
+    """--firmware-dir: the printed test command passes from any folder and
+    the printed build command builds that tree, with the new driver in it."""
+    result = smemet("new-driver", "my_hint", "--bus", "i2c", "--firmware-dir", str(firmware))
+    assert result.returncode == 0, result.stderr
+    test = next(line for line in result.stderr.splitlines() if "run its test" in line).split("run its test", 1)[1].strip()
+    assert "pytest firmware/tests" not in result.stderr
+    ran = subprocess.run(["bash", "-c", test], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and "RESULT ok" in ran.stdout + ran.stderr, (test, ran.stdout, ran.stderr)
+    build_line = next(line for line in result.stderr.splitlines() if "build it" in line).split("build it", 1)[1].strip()
+    assert build_line == f"smemet firmware build --firmware-dir {firmware.resolve()}"
+    image = tmp_path / "image"
+    built = smemet(*build_line.split()[1:], "--out", str(image))
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads((image / "manifest.json").read_text())
+    assert "drivers/my_hint/__init__.mpy" in manifest["files"]
+
+
+def test_firmware_build_of_something_not_a_firmware_tree_is_one_line(tmp_path):
+    result = smemet("firmware", "build", "--firmware-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("smemet firmware build: error: ") and "not a firmware tree" in result.stderr

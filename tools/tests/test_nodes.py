@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 
@@ -143,3 +144,93 @@ def test_shows_the_sensors_that_need_calibration_attention(tmp_path):
     line = next(line for line in table.splitlines() if line.startswith("furnace-1"))
     assert "tc_b overdue" in line and "tc_s due in" in line
     assert next(line for line in table.splitlines() if line.startswith("ladle-2")).rstrip().endswith("—")
+
+
+def _nodes_json(gw, **kwargs):
+    result = smemet("nodes", "--gateway-config", str(gw.config), "--json", **kwargs)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_key_added_but_not_loaded_is_named_until_the_gateway_reloads(tmp_path):
+    with SupervisedGateway(tmp_path / "gw", keys={"furnace-1": os.urandom(32)}) as gw:
+        added = smemet("gateway", "keys", "add", "ladle-9", "--config", str(gw.config))
+        assert added.returncode == 0, added.stderr
+        assert "systemctl reload smemet-gateway" in added.stderr, "keys add says the gateway must reload"
+        node = SimNode("ladle-9", key=bytes.fromhex(added.stdout.strip()))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(3):
+                sock.sendto(node.data_frame(samples=2), ("127.0.0.1", gw.udp_port))
+        deadline = time.monotonic() + 10
+        while True:
+            row = next(r for r in _nodes_json(gw)["nodes"] if r["node"] == "ladle-9")
+            if row["rejects"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert row["key_loaded"] is False and row["rejects"] == {"unknown-node": 3}
+        table = smemet("nodes", "--gateway-config", str(gw.config)).stdout
+        assert "key added, gateway not reloaded: run `systemctl reload smemet-gateway`" in table
+        assert "unknown-node 3" in next(line for line in table.splitlines() if line.startswith("ladle-9"))
+        furnace = next(r for r in _nodes_json(gw)["nodes"] if r["node"] == "furnace-1")
+        assert furnace["key_loaded"] is True and furnace["note"] is None
+
+        os.kill(gw.pid, signal.SIGHUP)  # what systemctl reload does
+        deadline = time.monotonic() + 10
+        while next(r for r in _nodes_json(gw)["nodes"] if r["node"] == "ladle-9")["key_loaded"] is not True:
+            assert time.monotonic() < deadline, "the reloaded key is not shown as loaded"
+            time.sleep(0.2)
+        assert "not reloaded" not in smemet("nodes", "--gateway-config", str(gw.config)).stdout
+
+
+def test_a_full_outbox_is_said_in_nodes_and_healthz(tmp_path):
+    key = os.urandom(32)
+    with SupervisedGateway(tmp_path / "gw", keys={"furnace-1": key},
+                           outbox={"max_bytes": "64KiB", "commit_max_delay": 0}) as gw:
+        node = SimNode("furnace-1", key=key)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2)
+            full = 0
+            for _ in range(2000):
+                sock.sendto(node.data_frame(samples=48), ("127.0.0.1", gw.udp_port))
+                (_seqs, _ms, status), _ = node.open_ack(sock.recv(4096))
+                full += status == 1
+                if full >= 5:
+                    break
+        assert full >= 5, "the 64 KiB outbox never said full"
+        deadline = time.monotonic() + 10
+        while not (state := _nodes_json(gw))["storage"]["reason"]:  # /healthz is refreshed every second
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+        assert state["storage"]["full"] is True and state["storage"]["refused_frames"] >= 5
+        assert "max_bytes" in state["storage"]["reason"] and state["health"] == "failing"
+        table = smemet("nodes", "--gateway-config", str(gw.config)).stdout
+        assert "OUTBOX FULL: the gateway refuses frames" in table and "refused since gateway start" in table
+        assert "rejects since gateway start: none" in table
+        import urllib.error
+        import urllib.request
+        try:
+            urllib.request.urlopen(gw.metrics_url.replace("/metrics", "/healthz"), timeout=5)
+            raise AssertionError("a full outbox is 503 at /healthz")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+            health = json.loads(exc.read())
+        assert health["status"] == "failing" and health["storage"]["full"] is True
+        assert health["problems"][0].startswith("outbox full, frames refused")
+
+
+def test_nodes_from_another_directory_needs_no_partner_password(tmp_path):
+    site = tmp_path / "etc"
+    with SupervisedGateway(site, keys={"furnace-1": os.urandom(32)}) as gw:
+        config = gw.config.read_text() + (
+            '\n[[routes]]\nname = "partner-a"\nbroker = "mqtt://127.0.0.1:1"\ninclude = ["*"]\n'
+            'username = "a"\npassword_file = "partner-a.password"\n')
+        gw.config.write_text(config.replace(str(gw.keys_file), "keys.toml"))  # relative: to the config file
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        result = smemet("nodes", "--gateway-config", os.path.relpath(gw.config, elsewhere), "--json", cwd=elsewhere)
+        assert result.returncode == 0, result.stderr
+        assert [r["node"] for r in json.loads(result.stdout)["nodes"]] == ["furnace-1"]
+        checked = smemet("gateway", "check-config", "--config", str(gw.config), "--no-ports", cwd=elsewhere)
+        assert checked.returncode == 2 and "partner-a.password does not exist" in checked.stderr, \
+            "the gateway itself still needs the password file"
+        assert str(site / "partner-a.password") in checked.stderr, "relative to the config file, not the cwd"

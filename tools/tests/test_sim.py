@@ -58,3 +58,36 @@ def test_sim_mistakes(tmp_path):
     assert heap.returncode == 2 and "--heap" in heap.stderr
     no_keys = smemet("sim", "--nodes", "1")
     assert no_keys.returncode == 2 and "--gateway-config" in no_keys.stderr
+
+
+def test_sim_prints_each_console_and_a_blank_board_can_be_commissioned(tmp_path):
+    """The guide's practice run (docs/field-engineer.md): `smemet sim --blank`
+    gives an empty board on a /dev/pts/N; `smemet commission --port` that
+    port commissions it against a real gateway, without hardware."""
+    import os
+    import re
+
+    from smemet.firmware_tool import build
+
+    image = tmp_path / "image"
+    build(image, romfs=True)
+    gw = SupervisedGateway(tmp_path / "gw", keys={}).start()
+    sim = subprocess.Popen([sys.executable, "-m", "smemet", "sim", "--blank", "--flash-dir", str(tmp_path / "boards")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = sim.stdout.readline()
+        found = re.match(r"sim: sim-1 console (/dev/pts/\d+)$", line.strip())
+        assert found, line
+        port = found.group(1)
+        assert os.path.exists(port)
+        result = smemet("commission", "--port", port, "--node-id", "practice-1", "--gateway", f"127.0.0.1:{gw.udp_port}",
+                        "--gateway-config", str(gw.config), "--image", str(image), "--restart-gateway",
+                        gw.restart_command, "--timeout", "30", "--romfs")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "gateway received a valid frame from practice-1" in result.stdout
+    finally:
+        sim.send_signal(signal.SIGINT)
+        out, err = sim.communicate(timeout=30)
+        gw.stop()
+    assert sim.returncode == 0 and "Traceback" not in err, err
+    assert "stopped 1 board" in err

@@ -28,7 +28,8 @@ def sinks(config: list[RouteConfig], context) -> list[MqttSink]:
     from ...ledger import Ledger
 
     ledger = Ledger.open(context.outbox.path, getattr(context, "ledger", None), context.gateway_id)
-    return [MqttSink(route, ledger) for route in config]
+    status = getattr(context, "status", None)  # which channels are processed: binary32 readings printed as such
+    return [MqttSink(route, ledger, status) for route in config]
 
 
 async def run_routes(routes: list[RouteConfig], outbox, stop, registry=None, ledger=None) -> None:

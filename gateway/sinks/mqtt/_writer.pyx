@@ -10,12 +10,19 @@ exponent (below 1e-4 and from 1e16 on in magnitude) orjson's notation
 differs, so those few are written with repr instead and the bytes stay
 json.dumps's (test_routes_writer.py checks every payload against the
 reference).
+
+A reading of an unprocessed channel (``untouched(node, channel)``) that is
+exactly a binary32 is written as the shortest decimal that round-trips at
+binary32: ``_printed`` is the C twin of binary32.as_printed (snprintf's
+correctly rounded %.*g and strtod, as Python's own formatting).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.math cimport fabs, isfinite
+from libc.stdio cimport snprintf
+from libc.stdlib cimport strtod
 from libc.string cimport memchr, memcpy
 
 from json.encoder import encode_basestring_ascii as _json_str
@@ -96,6 +103,34 @@ cdef list _number_texts(tuple numbers):
     return texts
 
 
+cdef double _FLOAT32_MAX = 3.4028234663852886e38
+cdef Py_ssize_t _SHORTEST_CACHED = 1 << 16  # readings whose shortest decimal is kept (then forgotten at once)
+
+
+cdef double _printed(double x):
+    """binary32.as_printed: the binary64 whose repr is the shortest decimal
+    rounding back to ``x`` in binary32 (``x`` when not exactly a binary32)."""
+    cdef char text[40]
+    cdef int digits
+    cdef double candidate
+    if x == 0.0 or not (fabs(x) <= _FLOAT32_MAX) or <double> (<float> x) != x:
+        return x
+    cdef int low = 1, high = 9
+    cdef double best
+    snprintf(text, 40, b"%.9g", x)
+    best = strtod(text, NULL)
+    while low < high:  # by halves, as binary32.as_printed
+        digits = (low + high) // 2
+        snprintf(text, 40, b"%.*g", digits, x)
+        candidate = strtod(text, NULL)
+        if <double> (<float> candidate) == x:
+            best = candidate
+            high = digits
+        else:
+            low = digits + 1
+    return best
+
+
 cdef inline bint _all_floats(tuple values):
     for value in values:
         if type(value) is not float:
@@ -107,11 +142,51 @@ cdef class PayloadWriter:
     cdef dict _heads  # (node, channel) -> b'{"n":"node/channel","t":'
     cdef dict _units  # unit -> b',"u":"Cel"'
     cdef dict _json_names  # name -> its JSON string
+    cdef object _untouched  # (node, channel) -> True when unprocessed, or None
+    cdef dict _singles  # (node, channel) -> untouched
+    cdef dict _shortest  # binary32 reading -> its shortest decimal (as the binary64 whose repr it is)
 
-    def __init__(self):
+    def __init__(self, untouched=None):
         self._heads = {}
         self._units = {None: b"", "": b""}
         self._json_names = {}
+        self._untouched = untouched
+        self._singles = {}
+        self._shortest = {}
+
+    cdef bint _single(self, str node, object channel) except -1:
+        key = (node, channel)
+        single = self._singles.get(key)
+        if single is None:
+            single = bool(self._untouched(node, channel))
+            if len(self._singles) < _CACHE_LIMIT:
+                self._singles[key] = single
+        return <bint> single
+
+    cdef tuple _as_travelled(self, str node, tuple channels, tuple values):
+        """The values with each untouched binary32 reading at its own precision."""
+        cdef list out = None
+        cdef Py_ssize_t i
+        cdef double x
+        for i in range(len(values)):
+            value = values[i]
+            if type(value) is float and self._single(node, channels[i]):
+                x = PyFloat_AS_DOUBLE(value)
+                if x == 0.0 or x != x:  # zeros (a cache would take -0.0 for 0.0) and NaN print as they are
+                    continue
+                # A converter's readings are quantised (a MAX31856: 1/128 °C), so
+                # the same values come again and again; the search for the
+                # shortest decimal (up to five snprintf + strtod) is done once each.
+                printed = self._shortest.get(value)
+                if printed is None:
+                    if len(self._shortest) >= _SHORTEST_CACHED:
+                        self._shortest.clear()
+                    printed = self._shortest[value] = _printed(x)
+                if PyFloat_AS_DOUBLE(printed) != x:
+                    if out is None:
+                        out = list(values)
+                    out[i] = printed
+        return tuple(out) if out is not None else values
 
     cdef bytes _head(self, str node, object channel):
         key = (node, channel)
@@ -152,7 +227,7 @@ cdef class PayloadWriter:
         except (_Unusual, KeyError, TypeError, orjson.JSONEncodeError):
             from .payload import senml_payload
 
-            return senml_payload(list(frame.measurements()))
+            return senml_payload(list(frame.measurements()), self._untouched)
 
     def json_payloads(self, frame):
         """One JSON document per measurement (payload.json_payload's bytes)."""
@@ -161,7 +236,8 @@ cdef class PayloadWriter:
         except (_Unusual, KeyError, TypeError, orjson.JSONEncodeError):
             from .payload import json_payload
 
-            return [json_payload(m) for m in frame.measurements()]
+            return [json_payload(m, self._untouched is not None and bool(self._untouched(m.node, m.channel)))
+                    for m in frame.measurements()]
 
     cdef bytes _value_text(self, object value, bint senml):
         """``,"v":...`` style parts are built by the callers; this gives the
@@ -193,6 +269,8 @@ cdef class PayloadWriter:
         cdef object calibrations = frame.calibrations  # None for every frame without calibration records
         cdef bytes quality = bytes(frame.quality)
         cdef Py_ssize_t n = len(channels), i
+        if self._untouched is not None:
+            values = self._as_travelled(node, channels, values)
         cdef list time_texts = _number_texts(times)
         cdef list value_texts = _number_texts(values) if _all_floats(values) else None
         cdef bytes frame_part = b',"node":' + self._name(node) + b',"seq":' + _int_repr(seq).encode("ascii")
@@ -266,6 +344,8 @@ cdef class PayloadWriter:
         cdef object calibrations = frame.calibrations
         cdef bytes quality = bytes(frame.quality)
         cdef Py_ssize_t n = len(channels), i
+        if self._untouched is not None:
+            values = self._as_travelled(node, channels, values)
         cdef list time_texts = _number_texts(times)
         cdef list value_texts = _number_texts(values) if _all_floats(values) else None
         cdef bytes head = b'{"node":' + self._name(node) + b',"seq":' + _int_repr(seq).encode("ascii") + b',"channel":'

@@ -11,13 +11,12 @@ import os
 import re
 import socket
 import ssl
-import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ...agreements import Agreement, parse_agreement
 from ...errors import ConfigError
-from ...settings import Table
+from ...settings import Table, owner_only, read_text, readable_file
 
 FORMATS = ("json", "senml")
 KINDS = ("data", "status")
@@ -227,8 +226,7 @@ def _parse_password(table: Table, username: str | None, base: str) -> str | None
         path = table.path("password_file", base)
         _readable_file(path, table.at("password_file"))
         _owner_only(path, table.at("password_file"))
-        with open(path, encoding="utf-8") as f:
-            password = f.read().strip("\r\n")
+        password = read_text(path, "password file").strip("\r\n")
         if not password:
             raise table.error("password_file", f"{path} is empty")
     else:
@@ -238,20 +236,8 @@ def _parse_password(table: Table, username: str | None, base: str) -> str | None
     return password
 
 
-def _readable_file(path: str, where: str) -> None:
-    if not os.path.isfile(path):
-        raise ConfigError(where, f"{path} does not exist or is not a file")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(where, f"{path} is not readable by this user")
-
-
-def _owner_only(path: str, where: str) -> None:
-    # A secret others can read is a leaked secret: refuse, as for node keys.
-    mode = os.stat(path).st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            where, f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); run chmod 600 {path}"
-        )
+_readable_file = readable_file
+_owner_only = owner_only  # a secret others can read is a leaked secret: refuse, as for node keys
 
 
 def _parse_prefix(prefix: str, where: str) -> str:

@@ -11,6 +11,11 @@ A measurement a calibration record corrected carries the record's id as
 ``calibration`` (in both formats, after ``reason``); others have no such
 field, so payloads without calibration are what they always were.
 
+A reading of a channel without processing chain (``untouched(node,
+channel)`` true) that is exactly a binary32 is written as the shortest
+decimal that round-trips at binary32, the precision it travelled in
+(``binary32.py``); processed values keep binary64's repr.
+
 ``json_payload`` and ``senml_payload`` (dicts through ``json.dumps``) are the
 reference.  The writers write the same bytes straight from a processed
 frame's columns, without a ``Measurement`` or a dict per record, because
@@ -28,6 +33,7 @@ from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps
 from typing import Sequence
 
 from ... import native
+from ...binary32 import as_printed
 from ...spine import QUALITY_GOOD, Measurement, ProcessedFrame
 
 CONTENT_TYPES = {"json": "application/json", "senml": "application/senml+json"}
@@ -51,13 +57,19 @@ def _finite(value):
     return value
 
 
-def json_payload(m: Measurement) -> bytes:
+def _travelled(value, single: bool):
+    """The value as written: an untouched binary32 reading at its own precision."""
+    return as_printed(value) if single and type(value) is float else value
+
+
+def json_payload(m: Measurement, single: bool = False) -> bytes:
+    """``single``: the value is an unprocessed reading (binary32 when exact)."""
     doc = {
         "node": m.node,
         "seq": m.seq,
         "channel": m.channel,
         "time": _finite(m.time),
-        "value": _finite(m.value),
+        "value": _finite(_travelled(m.value, single)),
         "unit": m.unit,
         "quality": m.quality,
         "reason": m.reason,
@@ -68,11 +80,11 @@ def json_payload(m: Measurement) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
-def senml_record(m: Measurement) -> dict:
+def senml_record(m: Measurement, single: bool = False) -> dict:
     record: dict = {"n": f"{m.node}/{m.channel}", "t": _finite(m.time)}  # an overflowed time: null, never a stuck route
     if m.unit:
         record["u"] = m.unit
-    value = _finite(m.value)
+    value = _finite(_travelled(m.value, single))
     if isinstance(value, bool):
         record["vb"] = value
     elif isinstance(value, str):
@@ -91,8 +103,10 @@ def senml_record(m: Measurement) -> dict:
     return record
 
 
-def senml_payload(frame: Sequence[Measurement]) -> bytes:
-    return json.dumps([senml_record(m) for m in frame], separators=(",", ":"), allow_nan=False).encode()
+def senml_payload(frame: Sequence[Measurement], untouched=None) -> bytes:
+    """``untouched(node, channel)``: whether that channel passes unprocessed."""
+    return json.dumps([senml_record(m, untouched is not None and bool(untouched(m.node, m.channel))) for m in frame],
+                      separators=(",", ":"), allow_nan=False).encode()
 
 
 def load_writer(name: str | None = None):

@@ -73,9 +73,10 @@ _CONTROL = _Control()
 class MqttSink(Sink):
     kind = "route"
 
-    def __init__(self, config: RouteConfig, ledger: Ledger) -> None:
+    def __init__(self, config: RouteConfig, ledger: Ledger, status=None) -> None:
         super().__init__()
         self.config = config
+        self._gateway_status = status  # GatewayStatus: its steps_for tells processed channels from untouched ones
         self.name = config.name
         self.description = config.url
         self.selection = Selection(config.include, config.exclude, config.kinds)
@@ -103,7 +104,7 @@ class MqttSink(Sink):
         self._properties: bytes | None = None
         self._status_properties: bytes | None = None
         self._timeout = max(30.0, config.keepalive * 2.0)
-        self._writer = PayloadWriter()
+        self._writer = PayloadWriter(self._untouched)  # unprocessed binary32 readings printed at binary32
         self._topics: dict[str, bytes] = {}
         self._node_topics: dict[str, bytes] = {}  # senml: node -> its encoded topic
 
@@ -136,6 +137,11 @@ class MqttSink(Sink):
     async def stop(self) -> None:
         await self._settle_recording()  # a write in a worker thread finishes before the tables close
         await self.ledger.stop()
+
+    def _untouched(self, node: str, channel: str) -> bool:
+        """Whether the channel passes unprocessed (no chain in gateway.toml)."""
+        steps_for = getattr(self._gateway_status, "steps_for", None)
+        return steps_for is not None and steps_for(node, channel) is None
 
     # -- the session ------------------------------------------------------
 

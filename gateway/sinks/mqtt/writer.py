@@ -1,7 +1,9 @@
 """The pure-Python twin of ``_writer.pyx``: json and senml payloads of a
 processed frame, byte for byte what the reference in payload.py writes
 (``json_payload``, ``senml_payload``), with the JSON of names and units
-cached across frames.  An unusual row (a non-str name, an unknown value
+cached across frames.  ``untouched(node, channel)`` says which channels pass
+unprocessed: their binary32 readings are written at binary32's shortest
+(binary32.py).  An unusual row (a non-str name, an unknown value
 type) makes the frame go through the reference."""
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 from json.encoder import encode_basestring_ascii as _json_str  # what json.dumps uses (ensure_ascii)
 
+from ...binary32 import as_printed
 from ...spine import KIND_NAMES, QUALITY_NAMES, ProcessedFrame
 
 IMPLEMENTATION = "pure"
@@ -25,11 +28,24 @@ class _Unusual(Exception):
 class PayloadWriter:
     """Payloads from a processed frame's columns."""
 
-    def __init__(self) -> None:
+    def __init__(self, untouched=None) -> None:
+        self._untouched = untouched  # (node, channel) -> True when unprocessed
         self._heads: dict[tuple[str, str], str] = {}  # (node, channel) -> '{"n":"node/channel","t":'
         self._units: dict[str | None, str] = {None: "", "": ""}  # unit -> ',"u":"Cel"'
-        # (node, channel, unit) -> (head, unit part): one look-up per row on the common path
-        self._pairs: dict[tuple, tuple[str, str]] = {}
+        # (node, channel, unit) -> (head, unit part, untouched): one look-up per row on the common path
+        self._pairs: dict[tuple, tuple[str, str, bool]] = {}
+        self._singles: dict[tuple, bool] = {}  # (node, channel) -> untouched, for json
+
+    def _single(self, node: str, channel) -> bool:
+        if self._untouched is None:
+            return False
+        key = (node, channel)
+        single = self._singles.get(key)
+        if single is None:
+            single = bool(self._untouched(node, channel))
+            if len(self._singles) < 100_000:  # bounded: names come from nodes
+                self._singles[key] = single
+        return single
 
     def senml_payload(self, frame: ProcessedFrame) -> bytes:
         """One SenML-JSON pack for the frame (payload.senml_payload's bytes)."""
@@ -38,15 +54,15 @@ class PayloadWriter:
         except (_Unusual, KeyError, TypeError):
             from .payload import senml_payload
 
-            return senml_payload(list(frame.measurements()))
+            return senml_payload(list(frame.measurements()), self._untouched)
 
     def json_payloads(self, frame: ProcessedFrame) -> list[bytes]:
         """One JSON document per measurement (payload.json_payload's bytes)."""
         from .payload import json_payload
 
-        return [json_payload(m) for m in frame.measurements()]
+        return [json_payload(m, self._single(m.node, m.channel)) for m in frame.measurements()]
 
-    def _pair(self, node: str, channel, unit) -> tuple[str, str]:
+    def _pair(self, node: str, channel, unit) -> tuple[str, str, bool]:
         heads, units = self._heads, self._units
         head = heads.get((node, channel))
         if head is None:
@@ -58,7 +74,7 @@ class PayloadWriter:
             if type(unit) is not str or len(units) >= 10_000:
                 raise _Unusual
             unit_part = units[unit] = ',"u":' + _json_str(unit)
-        pair = (head, unit_part)
+        pair = (head, unit_part, self._single(node, channel))
         if len(self._pairs) < 100_000:  # bounded: names come from nodes
             self._pairs[(node, channel, unit)] = pair
         return pair
@@ -80,6 +96,8 @@ class PayloadWriter:
             pair = pairs.get((node, channel, unit))
             if pair is None:
                 pair = self._pair(node, channel, unit)
+            if pair[2] and type(value) is float:
+                value = as_printed(value)
             # The common row (float time and value, both finite, good, no
             # reason) in one f-string; ``!r`` of an exact float is its repr,
             # as json.dumps writes it.

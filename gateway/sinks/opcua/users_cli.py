@@ -8,6 +8,7 @@ gateway reads it again at the next login: no restart needed.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 import tomllib
@@ -32,6 +33,7 @@ def register(commands, guard) -> None:
     remove.set_defaults(func=guard(_remove))
     listing = user_commands.add_parser("list", help="list the user names")
     _file_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(func=guard(_list))
 
 
@@ -61,8 +63,20 @@ def users_file(args) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _existing(path: str) -> dict[str, str]:
-    return load_users(path, path) if os.path.exists(path) else {}
+def _existing(path: str, must_exist: bool = False) -> dict[str, str]:
+    if os.path.exists(path):
+        return load_users(path, path)
+    if must_exist:
+        raise GatewayError(f"{path} does not exist; add a user with `smemet gateway opcua-user add NAME "
+                           f"--users-file {path}` (it creates the file)")
+    return {}
+
+
+def _check_folder(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GatewayError(f"{path}: folder {folder} does not exist; create it first (mkdir -p {folder}) "
+                           "or give another --users-file")
 
 
 def _add(args) -> int:
@@ -71,6 +85,7 @@ def _add(args) -> int:
     except ValueError as exc:
         raise GatewayError(str(exc)) from None
     path = users_file(args)
+    _check_folder(path)
     users = _existing(path)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -99,6 +114,10 @@ def _remove(args) -> int:
 
 
 def _list(args) -> int:
-    for name in sorted(_existing(users_file(args))):
+    names = sorted(_existing(users_file(args), must_exist=True))
+    if args.json:
+        print(json.dumps(names))
+        return 0
+    for name in names:
         print(name)
     return 0

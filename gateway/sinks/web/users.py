@@ -12,6 +12,7 @@ the shell history and the process list).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 import tomllib
@@ -38,6 +39,7 @@ def register(commands, guard) -> None:
     remove.set_defaults(func=guard(_remove))
     listing = leaves.add_parser("list", help="list the user names (not the hashes)")
     _file_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(func=guard(_list))
 
 
@@ -65,8 +67,11 @@ def users_file(args) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(args.config)), os.path.expanduser(name)))
 
 
-def _load(path: str) -> dict[str, str]:
+def _load(path: str, must_exist: bool = False) -> dict[str, str]:
     if not os.path.exists(path):
+        if must_exist:
+            raise GatewayError(f"{path} does not exist; add a user with `smemet gateway web-user add NAME "
+                               f"--users-file {path}` (it creates the file)")
         return {}
     try:
         return read_users_file(path)
@@ -74,6 +79,13 @@ def _load(path: str) -> dict[str, str]:
         raise GatewayError(f"{path}: {exc}") from None
     except OSError as exc:
         raise GatewayError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _check_folder(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise GatewayError(f"{path}: folder {folder} does not exist; create it first (mkdir -p {folder}) "
+                           "or give another --users-file")
 
 
 def _password(args) -> str:
@@ -94,6 +106,7 @@ def _add(args) -> int:
     if not USER_NAME.match(args.name):
         raise GatewayError(f"{args.name!r} is not a valid user name: use 1-64 letters, digits, '.', '_', '@' or '-'")
     path = users_file(args)
+    _check_folder(path)
     users = _load(path)
     existed = args.name in users
     users[args.name] = hash_password(_password(args))
@@ -118,6 +131,10 @@ def _remove(args) -> int:
 
 
 def _list(args) -> int:
-    for name in _load(users_file(args)):
+    names = list(_load(users_file(args), must_exist=True))
+    if args.json:
+        print(json.dumps(names))
+        return 0
+    for name in names:
         print(name)
     return 0

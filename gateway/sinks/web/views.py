@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ...binary32 import as_printed
 from ...spine import QUALITY_NAMES
 from . import reasons
 from .activity import Activity
@@ -185,6 +186,9 @@ class Views:
         times, values, quality = view.ring.points(since)
         chain = self.status.chain(node, view.channel)
         value = view.value
+        if not chain:  # unprocessed: the node's binary32 reading, printed at its own precision (binary32.py)
+            value = as_printed(value) if type(value) is float else value
+            values = [as_printed(v) if type(v) is float else v for v in values]
         return {
             "channel": view.channel,
             "value": value,

@@ -116,8 +116,6 @@ class Gateway:
         self.metrics.set_build(VERSION, native.implementation())
         self.metrics.live_gauge("node_key_loaded", "1 for every node whose key the gateway holds (loaded or reloaded)",
                                 "node", lambda: dict.fromkeys(self.keys.nodes(), 1))
-        if config.metrics.port:
-            self._metrics_server = self.metrics.serve(config.metrics.bind, config.metrics.port, self.health.response)
         await self.processing.start()
         await self.commit.start()
         self.sinks = self._build_sinks()
@@ -129,6 +127,8 @@ class Gateway:
                 self.admission.handle, config.udp.bind, config.udp.port, config.udp.receive_buffer
             )
             self.backlog.register(self.udp)
+        if config.metrics.port:  # last of the listeners: once it answers, the links take frames (tests and probes wait for it)
+            self._metrics_server = self.metrics.serve(config.metrics.bind, config.metrics.port, self.health.response)
         self.loops = make_loops(self.sinks, outbox, self.metrics.registry)
         if self.loops:
             self._tasks.append(asyncio.create_task(run_loops(self.loops, self._sinks_stop), name="sinks"))

@@ -71,7 +71,8 @@ class Gateway:
         def also(db, last_frame_id):
             self.processor.write_state(db, last_frame_id)
             if fail:
-                raise sqlite3.OperationalError("disk I/O error")
+                # a transient failure, not storage (a "disk I/O error" would be one: OutboxFull)
+                raise sqlite3.OperationalError("database is locked")
 
         self.outbox.write_processed(processed, first + len(frames) - 1, also=also)
         self.processor.state_written()

@@ -70,32 +70,32 @@ def test_agreements_as_a_partner_reads_them(config):
 
 def test_agreements_mistakes(config, tmp_path):
     one_line_error(smemet("agreements", "show", "nowhere", "--config", config),
-                   "smemet agreements: no route 'nowhere' in")
+                   "smemet agreements show: error: no route 'nowhere' in")
     one_line_error(smemet("agreements", "show", "historian", "--config", config),
-                   "smemet agreements: route historian has no agreement")
+                   "smemet agreements show: error: route historian has no agreement")
     broken = tmp_path / "broken.toml"
     broken.write_text(Path(config).read_text().replace('version = 3', 'version = "three"'))
-    line = one_line_error(smemet("agreements", "list", "--config", str(broken)), "smemet agreements: bad gateway config")
+    line = one_line_error(smemet("agreements", "list", "--config", str(broken)), "smemet agreements list: error: bad gateway config")
     assert "routes[0].agreement.version: must be an integer" in line
 
 
 def test_ledger_and_signing_key_before_the_first_start(config):
-    one_line_error(smemet("ledger", "institute", "--config", config), "smemet ledger: ")
-    line = one_line_error(smemet("gateway", "signing-key", "show", "--config", config), "smemet gateway: error:")
+    one_line_error(smemet("ledger", "institute", "--config", config), "smemet ledger: error: ")
+    line = one_line_error(smemet("gateway", "signing-key", "show", "--config", config), "smemet gateway signing-key show: error:")
     assert "no signing key yet" in line and "first start" in line
     one_line_error(smemet("ledger", "institute", "--config", config, "--from", "yesterday"),
-                   "smemet ledger: --from 'yesterday': give a time such as")
+                   "smemet ledger: error: --from 'yesterday': give a time such as")
 
 
 def test_verify_mistakes(tmp_path):
     capture = tmp_path / "capture.txt"
     capture.write_text("plant1/institute/site-A/tc1 7b7d\nnot a message line at all\n")
     one_line_error(smemet("verify", "--capture", str(capture)),
-                   f"smemet verify: {capture}:2: not a captured message")
-    one_line_error(smemet("verify", "--capture", str(tmp_path / "none.txt")), "smemet verify: --capture")
+                   f"smemet verify: error: {capture}:2: not a captured message")
+    one_line_error(smemet("verify", "--capture", str(tmp_path / "none.txt")), "smemet verify: error: --capture")
     one_line_error(smemet("verify", "--capture", str(capture), "--fingerprint", "abc"),
-                   "smemet verify: --fingerprint: a fingerprint is 64 hex digits")
-    one_line_error(smemet("verify", "--broker", "mqtt://127.0.0.1:1"), "smemet verify: --broker needs --topic")
+                   "smemet verify: error: --fingerprint: a fingerprint is 64 hex digits")
+    one_line_error(smemet("verify", "--broker", "mqtt://127.0.0.1:1"), "smemet verify: error: --broker needs --topic")
     empty = tmp_path / "empty.txt"
     empty.write_text("plant1/institute/site-A/tc1 7b7d\n")
     result = smemet("verify", "--capture", str(empty))

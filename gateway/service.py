@@ -279,6 +279,7 @@ class Gateway:
         outbox, writer, commit, config = self.outbox, self.writer, self.commit, self.config.outbox
         durable = [sink.name for sink in self.sinks if sink.durable]
         pruning = logs.Spell(log, "pruning the outbox")
+        storing_cursors = logs.Spell(log, "storing the sinks' cursors")
         last_prune = 0.0
         while True:
             now = time.monotonic()
@@ -296,7 +297,11 @@ class Gateway:
                     except OutboxFull as exc:  # the alarm below says it loudly; this is why space may not return
                         pruning.failed(str(exc))
                 elif outbox.cursors_waiting:  # quiet: no processing transaction to carry them
-                    await writer.run(outbox.flush_cursors)
+                    try:
+                        await writer.run(outbox.flush_cursors)
+                        storing_cursors.ok()
+                    except OutboxFull as exc:  # kept noted; the alarm below says why
+                        storing_cursors.failed(str(exc))
                 if commit.full or outbox.write_failure:
                     state = await writer.run(outbox.storage_state)
                     commit.set_full(bool(state), state)

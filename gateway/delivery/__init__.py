@@ -13,12 +13,12 @@ import asyncio
 from prometheus_client import CollectorRegistry
 
 from ..outbox import Outbox
-from .loop import DeliveryLoop, SinkState
+from .loop import DeliveryLoop, SinkState, wait_any
 from .metrics import SinkMetrics
 from .selection import Selection
 from .sink import Sink, SinkError, SinkStats
 
-__all__ = ["DeliveryLoop", "Selection", "Sink", "SinkError", "SinkState", "SinkStats", "make_loops", "run_loops"]
+__all__ = ["DeliveryLoop", "Selection", "Sink", "SinkError", "SinkState", "SinkStats", "make_loops", "run_loops", "wait_any"]
 
 
 def make_loops(sinks: list[Sink], outbox: Outbox, registry: CollectorRegistry | None = None) -> list[DeliveryLoop]:

@@ -89,7 +89,7 @@ class DeliveryLoop:
                 self._down(exc)
                 if time.monotonic() - started > 10 * BACKOFF_MAX:
                     backoff = BACKOFF_MIN  # it was a long healthy session: retry soon
-                await _wait_any(stop.wait(), timeout=backoff * random.uniform(0.8, 1.2))
+                await wait_any(stop.wait(), timeout=backoff * random.uniform(0.8, 1.2))
                 backoff = min(BACKOFF_MAX, backoff * 2)
             else:
                 backoff = BACKOFF_MIN
@@ -147,7 +147,7 @@ class DeliveryLoop:
             if not frames and (wake is None or time.time() < wake):
                 self._progress(tracker, idle=True)
                 timeout = 1.0 if wake is None else min(1.0, max(0.0, wake - time.time()))
-                await _wait_any(outbox.wait_beyond(read_pos, timeout=timeout), stop.wait())
+                await wait_any(outbox.wait_beyond(read_pos, timeout=timeout), stop.wait())
                 continue
             last_id = frames[-1].last_id if frames else read_pos
             chosen = [picked for picked in map(select, frames) if picked is not None]
@@ -175,7 +175,7 @@ class DeliveryLoop:
             read_pos = last_id
             self._progress(tracker, idle=held)
             if held:  # the next frame is embargoed: nothing is due before ``wake`` (lag refreshed meanwhile)
-                await _wait_any(stop.wait(), timeout=min(HELD_LAG_INTERVAL, max(0.0, wake - time.time())))
+                await wait_any(stop.wait(), timeout=min(HELD_LAG_INTERVAL, max(0.0, wake - time.time())))
         # stopping: give outstanding confirmations a moment so we resend less
         with suppress(Exception):
             await sink.drain(DRAIN_TIMEOUT)
@@ -304,7 +304,9 @@ async def _first_error(main, *watchers) -> None:
     main_task.result()
 
 
-async def _wait_any(*aws, timeout: float | None = None) -> None:
+async def wait_any(*aws, timeout: float | None = None) -> None:
+    """Until the first of ``aws`` is done (or ``timeout``); the others are
+    cancelled, and their errors left to whoever handles them."""
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

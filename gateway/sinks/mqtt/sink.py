@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 from ...agreements import Terms
-from ...delivery import Selection, Sink, SinkError
+from ...delivery import Selection, Sink, SinkError, wait_any
 from ...ledger import Checkpoint, Delivered, Head, Ledger, RouteChain
 from ...ledger.checkpoint import CONTENT_TYPE as CHECKPOINT_CONTENT_TYPE
 from ...ledger.signing import cose_key
@@ -207,7 +207,7 @@ class MqttSink(Sink):
                     continue
                 connection.flush()
                 self._check_overdue()
-                await _wait_any(connection.room(), asyncio.shield(connection.lost), timeout=1.0)
+                await wait_any(connection.room(), asyncio.shield(connection.lost), timeout=1.0)
                 if connection.lost.done():
                     raise connection.lost.exception()
             linked, properties = link(batch, payload)
@@ -216,7 +216,7 @@ class MqttSink(Sink):
         self.stats.messages_sent += len(messages)
         self._check_overdue()
         if not connection._writable.is_set():  # noqa: SLF001 - the socket buffer is full: wait before more
-            await _wait_any(connection.room(), asyncio.shield(connection.lost), timeout=self._timeout)
+            await wait_any(connection.room(), asyncio.shield(connection.lost), timeout=self._timeout)
 
     def _senml_messages(self, frames: Sequence[ProcessedFrame]) -> list[tuple[bytes, bytes]]:
         """(encoded topic, payload): one message per frame, on <prefix>/<node>."""
@@ -503,19 +503,6 @@ def _status(state: str, cfg: RouteConfig, reason: str | None = None, agreement: 
     if agreement is not None:
         doc["agreement"] = agreement
     return json.dumps(doc, separators=(",", ":")).encode()
-
-
-async def _wait_any(*aws, timeout: float | None = None) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        for task in tasks:
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: errors are handled elsewhere
 
 
 def explain(exc: BaseException, cfg: RouteConfig) -> str:

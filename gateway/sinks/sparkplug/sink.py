@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 
-from ...delivery import Selection, Sink, SinkError
+from ...delivery import Selection, Sink, SinkError, wait_any
 from ...spine import ProcessedFrame
 from ..mqtt import wire
 from ..mqtt.client import ConnectRefused, Connection, ConnectTimeout
@@ -126,7 +126,7 @@ class SparkplugSink(Sink):
         if self._state_topic is not None and not self._host_online.is_set():
             log.info("sparkplug %s: waiting for primary host %s to be online (%s) before NBIRTH",
                      self.name, cfg.primary_host_id, self._state_topic)
-            await _wait_any(self._host_online.wait(), asyncio.shield(connection.lost))
+            await wait_any(self._host_online.wait(), asyncio.shield(connection.lost))
             if connection.lost.done():
                 raise connection.lost.exception()
         async with self._lock:
@@ -155,7 +155,7 @@ class SparkplugSink(Sink):
             while connection.full:
                 connection.flush()
                 self._check_overdue()
-                await _wait_any(connection.room(), asyncio.shield(connection.lost), timeout=1.0)
+                await wait_any(connection.room(), asyncio.shield(connection.lost), timeout=1.0)
                 if connection.lost.done():
                     raise connection.lost.exception()
             last_id = frames[-1].last_id
@@ -165,7 +165,7 @@ class SparkplugSink(Sink):
             self._last_delivery = time.monotonic()
         self._check_overdue()
         if not connection._writable.is_set():  # noqa: SLF001 - the socket buffer is full: wait before more
-            await _wait_any(connection.room(), asyncio.shield(connection.lost), timeout=self._timeout)
+            await wait_any(connection.room(), asyncio.shield(connection.lost), timeout=self._timeout)
 
     def _publish(self, messages: list[Outgoing]) -> None:
         """Queue Sparkplug messages: all QoS 0, never retained (§4.2, §4.3)."""
@@ -370,16 +370,3 @@ def _save_bd_seq(path: str | None, value: int) -> None:
     except OSError as exc:
         raise SinkError(f"cannot save the Sparkplug bdSeq to {path} ({exc.strerror}); check the directory "
                         "is writable by the gateway") from None
-
-
-async def _wait_any(*aws, timeout: float | None = None) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        for task in tasks:
-            if task.done() and not task.cancelled():
-                task.exception()
